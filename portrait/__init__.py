@@ -1,0 +1,32 @@
+"""PortraitBooth inference engine: identity-preserving portraits from one selfie, no fine-tuning."""
+
+from .errors import (
+    FaceError,
+    FaceTooSmallError,
+    InvalidImageError,
+    MissingWeightsError,
+    NoFaceError,
+    OptionError,
+    PortraitError,
+    PromptError,
+)
+from .identity.encoder import IdentityEncoder
+from .pipeline import FaceEncoding, PortraitBoothPipeline, PortraitBoothPipelineOutput
+from .stea import STEA
+
+# diffusers finds saved components by importing this package and looking up their class names.
+__all__ = [
+    "FaceEncoding",
+    "FaceError",
+    "FaceTooSmallError",
+    "IdentityEncoder",
+    "InvalidImageError",
+    "MissingWeightsError",
+    "NoFaceError",
+    "OptionError",
+    "PortraitBoothPipeline",
+    "PortraitBoothPipelineOutput",
+    "PortraitError",
+    "PromptError",
+    "STEA",
+]

@@ -1,0 +1,333 @@
+"""PortraitBoothPipeline: Stable Diffusion 1.5 whose text condition carries a face.
+
+The pipeline computes the identity-augmented text condition (CLIP text encoder → STEA with φ's face
+feature at the identity token) and hands it to diffusers' own Stable Diffusion denoising loop as
+`prompt_embeds`. Schedulers, offloading, VAE slicing/tiling, attention processors, progress bars and
+callbacks therefore behave exactly as in diffusers. The unconditional branch is the empty (or
+negative) prompt without a face.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import BaseOutput
+
+from .errors import NoFaceError, OptionError
+from .face.analyzer import FaceAnalysis, FaceAnalyzer
+from .identity.encoder import IdentityEncoder
+from .images import ImageInput
+from .loading import BASE_MODEL_ID, resolve_pretrained
+from .prompts import IdentityPrompt, build_identity_prompt, token_index
+from .stea import STEA
+
+logger = logging.getLogger(__name__)
+
+# Files a PortraitBooth weights folder holds (written by `save_portrait_weights` and `save_pretrained`).
+STEA_FOLDER, UNET_FOLDER = "stea", "unet"
+PAPER_STEPS, PAPER_GUIDANCE = 50, 5.0
+
+
+@dataclass
+class FaceEncoding:
+    """The identity of one person, from one or several reference photos."""
+
+    features: torch.Tensor  # (1, F): mean φ feature of the references, what STEA fuses
+    embedding: torch.Tensor  # (1, E): normalised mean recognition embedding
+    analyses: list[FaceAnalysis] = field(default_factory=list)
+
+
+@dataclass
+class PortraitBoothPipelineOutput(BaseOutput):
+    images: Any
+    nsfw_content_detected: list[bool] | None = None
+    prompts: list[IdentityPrompt] | None = None
+    faces: list[FaceAnalysis] | None = None
+
+
+class PortraitBoothPipeline(StableDiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->identity_encoder->stea->unet->vae"
+
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        scheduler,
+        stea: STEA,
+        identity_encoder: IdentityEncoder,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker: bool = False,
+    ):
+        super().__init__(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=safety_checker,
+            feature_extractor=feature_extractor,
+            image_encoder=image_encoder,
+            requires_safety_checker=requires_safety_checker,
+        )
+        self.register_modules(stea=stea, identity_encoder=identity_encoder)
+        _check_dimensions(text_encoder, stea, identity_encoder)
+        self.face_analyzer: FaceAnalyzer | None = None  # built on first use unless set
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike = BASE_MODEL_ID,
+        portrait_weights: str | os.PathLike | None = None,
+        identity_checkpoint: str | os.PathLike | None = None,
+        weights_dir: str | os.PathLike | None = None,
+        **kwargs,
+    ) -> "PortraitBoothPipeline":
+        """Load a base Stable Diffusion (hub id or folder) or a saved PortraitBooth pipeline.
+
+        portrait_weights: folder with `stea/` (and usually `unet/`), as written by training or by
+            `save_portrait_weights`/`save_pretrained`. Without it, a plain SD base gets an untrained
+            STEA, which leaves every image exactly as plain Stable Diffusion would make it.
+        identity_checkpoint: φ's third-party state dict; default the preset's file in the weights folder.
+        Other keyword arguments go to `DiffusionPipeline.from_pretrained` (torch_dtype, scheduler, ...).
+        """
+        base = resolve_pretrained(pretrained_model_name_or_path, "Base model")
+        is_portrait_folder = (base / STEA_FOLDER).is_dir()
+        dtype = kwargs.get("torch_dtype")
+        if portrait_weights is not None:
+            weights = Path(portrait_weights)
+            kwargs.setdefault("stea", STEA.from_pretrained(weights / STEA_FOLDER, torch_dtype=dtype))
+            if (weights / UNET_FOLDER).is_dir():
+                kwargs.setdefault("unet", UNet2DConditionModel.from_pretrained(weights / UNET_FOLDER, torch_dtype=dtype))
+        if not is_portrait_folder:
+            if "stea" not in kwargs:
+                kwargs["stea"] = _untrained_stea(base)
+            stea_config = kwargs["stea"].config
+            if "identity_encoder" not in kwargs:
+                encoder = IdentityEncoder.from_checkpoint(
+                    stea_config.identity_encoder, stea_config.feature_layer, identity_checkpoint, weights_dir
+                )
+                kwargs["identity_encoder"] = encoder.to(dtype) if dtype else encoder
+            kwargs.setdefault("safety_checker", None)
+            kwargs.setdefault("requires_safety_checker", False)
+        pipe = super().from_pretrained(base, **kwargs)
+        if not is_portrait_folder and "scheduler" not in kwargs:
+            pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        if not pipe.stea.is_trained:
+            logger.warning("STEA is untrained: images will not carry the reference identity (plain Stable Diffusion).")
+        return pipe
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> "PortraitBoothPipeline":
+        """The whole pipeline with tiny random components (see `portrait.tiny`): runs offline on a CPU."""
+        from .tiny import build_tiny_components
+
+        components = build_tiny_components(seed)
+        components["scheduler"] = EulerDiscreteScheduler.from_config(components["scheduler"].config)
+        return cls(**components)
+
+    def save_portrait_weights(self, folder: str | os.PathLike) -> None:
+        """Write what PortraitBooth training changes (UNet and STEA), as safetensors with their configs."""
+        folder = Path(folder)
+        self.unet.save_pretrained(folder / UNET_FOLDER)
+        self.stea.save_pretrained(folder / STEA_FOLDER)
+
+    # ------------------------------------------------------------------ faces
+    def encode_faces(self, faces: ImageInput | FaceAnalysis | Sequence[ImageInput | FaceAnalysis]) -> FaceEncoding:
+        """Identity of one person from one photo or several; several photos are averaged."""
+        items = list(faces) if isinstance(faces, (list, tuple)) else [faces]
+        if not items:
+            raise NoFaceError("No reference photo was given")
+        analyzer = self._face_analyzer()
+        analyses = [item if isinstance(item, FaceAnalysis) else analyzer.analyze(item) for item in items]
+        encoder = self.identity_encoder
+        aligned = torch.stack([analysis.aligned for analysis in analyses]).to(self._execution_device, encoder.dtype)
+        with torch.no_grad():
+            identity = encoder(aligned)
+        return FaceEncoding(
+            features=identity.features.mean(dim=0, keepdim=True),
+            embedding=F.normalize(identity.embedding.mean(dim=0, keepdim=True), dim=-1),
+            analyses=analyses,
+        )
+
+    def _face_analyzer(self) -> FaceAnalyzer:
+        if self.face_analyzer is None:
+            device = "cuda" if self._execution_device.type == "cuda" else "cpu"
+            self.face_analyzer = FaceAnalyzer.load("auto", device=device)
+        return self.face_analyzer
+
+    # ------------------------------------------------------------------ conditions
+    def identity_prompts(
+        self,
+        prompt: str | Sequence[str],
+        identity_word: str | None = None,
+        identity_occurrence: int | None = None,
+        expression: str | None = None,
+    ) -> list[IdentityPrompt]:
+        config = self.stea.config
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        return [
+            build_identity_prompt(
+                text, identity_word, identity_occurrence, expression, config.identity_words, config.emotion_words
+            )
+            for text in prompts
+        ]
+
+    def encode_identity_prompt(
+        self,
+        prompts: Sequence[IdentityPrompt],
+        face: FaceEncoding | None,
+        num_images_per_prompt: int = 1,
+        negative_prompt: str | Sequence[str] | None = None,
+        do_classifier_free_guidance: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(text condition, identity-augmented condition, negative condition), each (B·n, 77, D).
+
+        With `face=None` the identity condition equals the text condition (text-only sampling).
+        """
+        device = self._execution_device
+        if isinstance(negative_prompt, str):
+            negative_prompt = [negative_prompt] * len(prompts)
+        text_embeds, negative_embeds = self.encode_prompt(
+            [p.text for p in prompts], device, num_images_per_prompt, do_classifier_free_guidance, negative_prompt
+        )
+        if face is None:
+            return text_embeds, text_embeds, negative_embeds
+        indices = torch.tensor([token_index(self.tokenizer, p.text, p.identity_span) for p in prompts], device=device)
+        indices = indices.repeat_interleave(num_images_per_prompt)
+        features = face.features.to(device).expand(text_embeds.shape[0], -1)
+        with torch.no_grad():
+            identity_embeds = self.stea(text_embeds, indices, features.to(self.stea.dtype)).to(text_embeds.dtype)
+        return text_embeds, identity_embeds, negative_embeds
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        face_image: ImageInput | Sequence[ImageInput] | None = None,
+        *,
+        face: FaceEncoding | None = None,
+        identity_word: str | None = None,
+        identity_occurrence: int | None = None,
+        expression: str | None = None,
+        identity_start: float = 0.0,
+        negative_prompt: str | Sequence[str] | None = None,
+        num_inference_steps: int = PAPER_STEPS,
+        guidance_scale: float = PAPER_GUIDANCE,
+        num_images_per_prompt: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        **kwargs,
+    ) -> PortraitBoothPipelineOutput | tuple:
+        """Generate portraits of the person in `face_image` (one photo, or several of the same person).
+
+        identity_word: the prompt's word that receives the face (default: the first of the
+            identity words in the prompt; a prompt without it gets "a photo of a <word>, " in front).
+        identity_occurrence: which occurrence of that word, 0-based (default the first).
+        expression: one of the emotion words, written before the identity word.
+        identity_start: fraction of the steps that use the plain text condition before the face
+            is added; higher values follow the prompt more and the face less (0 = the paper).
+        face: a precomputed `encode_faces` result, instead of `face_image`.
+        Everything else is as in `StableDiffusionPipeline.__call__`.
+        """
+        if not 0.0 <= identity_start <= 1.0:
+            raise OptionError(f"identity_start must be between 0 and 1, got {identity_start}")
+        if face is None:
+            if face_image is None:
+                raise NoFaceError("Give a reference photo (face_image) or a precomputed face encoding (face)")
+            face = self.encode_faces(face_image)
+        prompts = self.identity_prompts(prompt, identity_word, identity_occurrence, expression)
+        for notice in {p.notice for p in prompts if p.notice}:
+            logger.info(notice)
+        do_cfg = guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
+        text_embeds, identity_embeds, negative_embeds = self.encode_identity_prompt(
+            prompts, face, num_images_per_prompt, negative_prompt, do_cfg
+        )
+        start_step = round(identity_start * num_inference_steps)
+        callback, tensor_inputs = _with_identity_switch(
+            start_step, identity_embeds, callback_on_step_end, callback_on_step_end_tensor_inputs
+        )
+        result = super().__call__(
+            prompt_embeds=identity_embeds if start_step == 0 else text_embeds,
+            negative_prompt_embeds=negative_embeds,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            num_images_per_prompt=1,  # the conditions are already repeated per image
+            height=height,
+            width=width,
+            generator=generator,
+            output_type=output_type,
+            return_dict=True,
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=tensor_inputs,
+            **kwargs,
+        )
+        output = PortraitBoothPipelineOutput(result.images, result.nsfw_content_detected, prompts, face.analyses)
+        return output if return_dict else (output.images, output.nsfw_content_detected)
+
+
+def _with_identity_switch(
+    start_step: int,
+    identity_embeds: torch.Tensor,
+    user_callback: Callable | None,
+    user_inputs: Sequence[str],
+) -> tuple[Callable | None, list[str]]:
+    """A step-end callback that swaps in the identity condition after `start_step` steps, then runs
+    the caller's callback. Under CFG diffusers keeps [negative; positive] in one tensor: only the
+    positive half is replaced."""
+    user_inputs = list(getattr(user_callback, "tensor_inputs", None) or user_inputs)
+    if start_step == 0:
+        return user_callback, user_inputs
+
+    def callback(pipe, step: int, timestep, tensors: dict) -> dict:
+        outputs: dict = {}
+        if step + 1 == start_step:
+            current = tensors["prompt_embeds"]
+            negative_half = current[: current.shape[0] - identity_embeds.shape[0]]
+            outputs["prompt_embeds"] = torch.cat([negative_half, identity_embeds.to(current)])
+            tensors = {**tensors, **outputs}
+        if user_callback is not None:
+            user_tensors = {name: tensors[name] for name in user_inputs}
+            outputs.update(user_callback(pipe, step, timestep, user_tensors) or {})
+        return outputs
+
+    return callback, list(dict.fromkeys(user_inputs + ["prompt_embeds"]))
+
+
+def _untrained_stea(base: Path) -> STEA:
+    """A zero-residual STEA sized for the base model's text encoder and the default identity encoder."""
+    from transformers import CLIPTextConfig
+
+    from .identity.encoder import DEFAULT_IDENTITY_ENCODER, IDENTITY_ENCODERS
+
+    text_dim = CLIPTextConfig.from_pretrained(base / "text_encoder").hidden_size
+    preset = IDENTITY_ENCODERS[DEFAULT_IDENTITY_ENCODER]
+    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim)
+
+
+def _check_dimensions(text_encoder, stea: STEA, identity_encoder: IdentityEncoder) -> None:
+    text_dim = text_encoder.config.hidden_size
+    if stea.config.text_dim != text_dim:
+        raise ValueError(f"STEA expects {stea.config.text_dim}-d text features; the text encoder gives {text_dim}")
+    if stea.config.identity_dim != identity_encoder.feature_dim:
+        raise ValueError(
+            f"STEA expects {stea.config.identity_dim}-d identity features ({stea.config.identity_encoder}, "
+            f"{stea.config.feature_layer}); the identity encoder gives {identity_encoder.feature_dim}"
+        )

@@ -1,0 +1,146 @@
+"""Identity words, emotion words, and how a prompt gets its identity token and expression.
+
+Training captions, the pipeline and the app all go through this module, so the word that receives
+the face feature is found the same way everywhere.
+
+Choices (SPEC.md leaves them open):
+- A prompt that lacks the identity word gets the prefix "a photo of a <word>, " (and the result
+  says so), rather than an error: a user who picked "woman" and typed "in the snow" meant it.
+- An expression is written as an adjective right before the identity word ("a happy woman"), the
+  position where CelebV-Text captions carry it and where ECAC looks for it. An emotion word the
+  prompt already holds is not written twice.
+- A word that CLIP's tokenizer splits into several pieces is represented by its last piece: CLIP's
+  text encoder is causal, so the last piece is the one that has seen the whole word.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from .errors import PromptError
+
+IDENTITY_WORDS: tuple[str, ...] = ("man", "woman")
+EMOTION_WORDS: tuple[str, ...] = (
+    "happy",
+    "sad",
+    "angry",
+    "surprised",
+    "fearful",
+    "disgusted",
+    "contemptuous",
+    "neutral",
+    "smiling",
+    "laughing",
+    "serious",
+)
+MAX_PROMPT_CHARS = 2000  # far beyond CLIP's 77 tokens; longer input is refused, not silently cut
+
+_WORD = re.compile(r"[^\W\d_]+")  # letters only, the way CLIP's pre-tokenizer splits words
+
+
+@dataclass(frozen=True)
+class IdentityPrompt:
+    """A prompt ready for STEA: its final text and where its identity (and emotion) word stands."""
+
+    text: str
+    identity_word: str
+    identity_span: tuple[int, int]
+    expression: str | None = None
+    expression_span: tuple[int, int] | None = None
+    notice: str | None = None
+
+
+def word_spans(text: str, word: str) -> list[tuple[int, int]]:
+    """Character spans of every whole-word, case-insensitive occurrence of `word`."""
+    word = word.lower()
+    return [m.span() for m in _WORD.finditer(text) if m.group().lower() == word]
+
+
+def check_single_word(word: str, what: str = "identity word") -> str:
+    cleaned = word.strip().lower()
+    if not _WORD.fullmatch(cleaned):
+        raise PromptError(f"The {what} must be a single word of letters, got {word!r}")
+    return cleaned
+
+
+def build_identity_prompt(
+    prompt: str,
+    identity_word: str | None = None,
+    occurrence: int | None = None,
+    expression: str | None = None,
+    identity_words: Sequence[str] = IDENTITY_WORDS,
+    emotion_words: Sequence[str] = EMOTION_WORDS,
+) -> IdentityPrompt:
+    """Find (or add) the identity word of `prompt` and write the expression into it.
+
+    `identity_word=None` takes the first of `identity_words` that the prompt contains.
+    `occurrence` (0-based) picks which occurrence of the word receives the face; default the first.
+    """
+    text = " ".join(prompt.split())
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PromptError(
+            f"The prompt is {len(text)} characters long; keep it under {MAX_PROMPT_CHARS} "
+            "(the text encoder reads only about 75 words anyway)"
+        )
+    notice = None
+    if identity_word is None:
+        identity_word = _first_identity_word(text, identity_words)
+    identity_word = check_single_word(identity_word)
+    spans = word_spans(text, identity_word)
+    if not spans:
+        if occurrence:
+            raise PromptError(f"The prompt does not contain {identity_word!r}")
+        prefix = f"a photo of a {identity_word}"
+        text = f"{prefix}, {text}" if text else prefix
+        notice = f"The prompt did not name the subject; it became {text!r}"
+        spans = word_spans(text, identity_word)
+    index = occurrence or 0
+    if not 0 <= index < len(spans):
+        raise PromptError(
+            f"Asked for occurrence {index + 1} of {identity_word!r}, but the prompt has {len(spans)}"
+        )
+    identity_span = spans[index]
+    expression_span = None
+    if expression:
+        expression = check_single_word(expression, "expression")
+        if expression not in emotion_words:
+            raise PromptError(f"Unknown expression {expression!r}; choose one of: {', '.join(emotion_words)}")
+        existing = word_spans(text, expression)
+        if existing:
+            expression_span = existing[0]
+        else:
+            start = identity_span[0]
+            text = f"{text[:start]}{expression} {text[start:]}"
+            shift = len(expression) + 1
+            expression_span = (start, start + len(expression))
+            identity_span = (identity_span[0] + shift, identity_span[1] + shift)
+    return IdentityPrompt(text, identity_word, identity_span, expression, expression_span, notice)
+
+
+def _first_identity_word(text: str, identity_words: Sequence[str]) -> str:
+    found = [(spans[0][0], word) for word in identity_words if (spans := word_spans(text, word))]
+    if not found:
+        raise PromptError(
+            f"The prompt names no subject; write one of {', '.join(map(repr, identity_words))} "
+            "in it (e.g. 'a photo of a woman in the snow') or choose the identity word"
+        )
+    return min(found)[1]
+
+
+def token_index(tokenizer, text: str, span: tuple[int, int]) -> int:
+    """Index, in the padded token sequence of `text`, of the last token of the word at `span`.
+
+    CLIP's pre-tokenizer never merges across a word boundary, so the tokens of the text up to the
+    word's end are a prefix of the tokens of the whole text.
+    """
+    ids = tokenizer(text[: span[1]], add_special_tokens=True, truncation=False).input_ids
+    index = len(ids) - 2  # drop the end-of-text token; the start token keeps position 0
+    last_usable = tokenizer.model_max_length - 2
+    if index > last_usable:
+        raise PromptError(
+            f"{text[span[0]:span[1]]!r} falls past the text encoder's {tokenizer.model_max_length}-token "
+            "limit; move it earlier in the prompt or shorten the prompt"
+        )
+    return index

@@ -1,0 +1,26 @@
+"""Device and precision choices: fp16 (or bf16) on CUDA, fp32 on the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """The requested device, else CUDA when present, else the CPU."""
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA was requested but no CUDA GPU is visible to PyTorch")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
+    """The requested precision, else fp16 on CUDA and fp32 on the CPU (half precision is slow there)."""
+    if name:
+        if name not in DTYPES:
+            raise ValueError(f"Unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+        return DTYPES[name]
+    return torch.float16 if device.type == "cuda" else torch.float32

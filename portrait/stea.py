@@ -1,0 +1,67 @@
+"""STEA: subject-text embedding augmentation (paper eq. 4).
+
+c_i = ψ(w_i) for every token except the identity token, where
+c_i = ψ(w_i) + MLP(LayerNorm([ψ(w_i) ‖ φ(f)])).
+The last Linear starts at zero, so an untrained STEA returns the text condition unchanged and the
+pipeline is exactly Stable Diffusion. Its config doubles as the PortraitBooth weights' description:
+which identity encoder and feature layer it was trained on, and its identity and emotion words.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from .identity.encoder import DEFAULT_IDENTITY_ENCODER
+from .prompts import EMOTION_WORDS, IDENTITY_WORDS
+
+NO_IDENTITY = -1  # token index of a sample that gets no face (text-only / unconditional)
+
+
+class STEA(ModelMixin, ConfigMixin):
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        text_dim: int = 768,
+        identity_dim: int = 512,
+        hidden_dim: int = 768,
+        identity_encoder: str = DEFAULT_IDENTITY_ENCODER,
+        feature_layer: str = "stage4",
+        identity_words: tuple[str, ...] = IDENTITY_WORDS,
+        emotion_words: tuple[str, ...] = EMOTION_WORDS,
+    ):
+        super().__init__()
+        self.norm = nn.LayerNorm(text_dim + identity_dim)
+        self.fc1 = nn.Linear(text_dim + identity_dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, text_dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    @property
+    def is_trained(self) -> bool:
+        """False while the residual is still zero, i.e. while STEA cannot change any image."""
+        return bool(self.fc2.weight.detach().any() or self.fc2.bias.detach().any())
+
+    def forward(
+        self, text_embeds: torch.Tensor, token_index: torch.Tensor, identity_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Augment the identity token of each sample.
+
+        text_embeds: (B, L, D) text-encoder output ψ(w); token_index: (B,) long, the identity token
+        position per sample or NO_IDENTITY; identity_features: (B, F) φ(f). Returns (B, L, D).
+        """
+        batch = torch.arange(text_embeds.shape[0], device=text_embeds.device)
+        has_face = token_index != NO_IDENTITY
+        index = token_index.clamp(min=0).to(text_embeds.device)
+        tokens = text_embeds[batch, index]  # (B, D)
+        fused = torch.cat([tokens, identity_features.to(tokens)], dim=-1)
+        augmented = tokens + self.fc2(self.act(self.fc1(self.norm(fused))))
+        replacement = torch.where(has_face[:, None], augmented, tokens)
+        out = text_embeds.clone()
+        out[batch, index] = replacement
+        return out

@@ -1,0 +1,56 @@
+"""Shared fixtures: a real photo shipped by scikit-image, the real MTCNN detector, the tiny pipeline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network; set before the hub is imported
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from portrait.face import FaceAnalyzer, MTCNNDetector
+from portrait.pipeline import PortraitBoothPipeline
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer(MTCNNDetector())
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(analyzer) -> PortraitBoothPipeline:
+    pipe = PortraitBoothPipeline.tiny(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.face_analyzer = analyzer
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def astronaut_face(tiny_pipe, astronaut):
+    return tiny_pipe.encode_faces(astronaut)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No host answers: what CI and every machine without a hub connection see."""
+    import portrait.loading
+
+    monkeypatch.setattr(portrait.loading, "host_reachable", lambda url, timeout=3.0: False)
+
+
+def as_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image).astype(np.int16)
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
