@@ -19,6 +19,7 @@ from .errors import OptionError, PortraitError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
 from .images import load_image
 from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
+from .multi import Person, describe_region, generate_people
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
 from .runtime import DTYPES
@@ -36,17 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="PHOTO",
-        help="reference photo(s) of one person; several photos are averaged. "
+        help="reference photo(s) of one person, averaged; repeat --face for a second person. "
         f"'{EXAMPLE_PREFIX}NAME' uses a bundled example ({', '.join(EXAMPLE_FACES)})",
     )
     gen.add_argument("--prompt", required=True, help='e.g. "a photo of a woman in the snow"')
-    gen.add_argument("--expression", choices=EMOTION_WORDS, help="expression written before the identity word")
-    gen.add_argument("--identity-word", help="word of the prompt that gets the face (default: man/woman found in it)")
+    gen.add_argument(
+        "--expression", action="append", choices=EMOTION_WORDS, help="written before the identity word; once, or per face"
+    )
+    gen.add_argument(
+        "--identity-word",
+        action="append",
+        help="word of the prompt that gets the face, once per face (default: man/woman, in order of appearance)",
+    )
     gen.add_argument("--identity-occurrence", type=int, help="which occurrence of the identity word, 1 = first")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--steps", type=int, default=PAPER_STEPS)
     gen.add_argument("--guidance", type=float, default=PAPER_GUIDANCE)
     gen.add_argument("--identity-start", type=float, default=0.0, help="fraction of steps before the face is used")
+    gen.add_argument("--region", action="append", metavar="X0,Y0,X1,Y1", help="several people: where each goes (fractions)")
+    gen.add_argument("--split", type=float, default=0.5, help="several people: left/right border, fraction of the width")
+    gen.add_argument("--overlap", type=float, default=0.1, help="several people: width of the soft border")
+    gen.add_argument("--scene-weight", type=float, default=0.3, help="several people: weight of the scene prompt")
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--height", type=int)
     gen.add_argument("--width", type=int)
@@ -70,17 +81,14 @@ def read_face(source: str) -> Image.Image:
 
 
 def generate(args: argparse.Namespace) -> list[Path]:
-    if len(args.face) > 1:
-        raise OptionError(
-            "Several --face options mean several people, and multi-subject generation is not available yet. "
-            "For several photos of one person, list them after a single --face."
-        )
-    if args.identity_occurrence is not None and args.identity_occurrence < 1:
-        raise OptionError("--identity-occurrence counts from 1")
-    photos = [read_face(source) for source in args.face[0]]
+    people = len(args.face)
+    words, expressions, regions = _per_person(args, people)
+    if args.identity_occurrence is not None and (args.identity_occurrence < 1 or people > 1):
+        raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
+    photos = [[read_face(source) for source in sources] for sources in args.face]
     pipe = load_engine(
         EngineOptions(
-            tiny=args.tiny,
+            random_preset="tiny" if args.tiny else None,
             base=args.base,
             portrait_weights=args.portrait_weights,
             identity_checkpoint=args.identity_checkpoint,
@@ -90,18 +98,12 @@ def generate(args: argparse.Namespace) -> list[Path]:
             detector=args.detector,
         )
     )
-    face = pipe.encode_faces(photos)
-    for analysis in face.analyses:
+    faces = [pipe.encode_faces(person_photos) for person_photos in photos]
+    for analysis in (analysis for face in faces for analysis in face.analyses):
         if analysis.notice:
             print(analysis.notice)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
-    result = pipe(
-        args.prompt,
-        face=face,
-        identity_word=args.identity_word,
-        identity_occurrence=None if args.identity_occurrence is None else args.identity_occurrence - 1,
-        expression=args.expression,
-        identity_start=args.identity_start,
+    common = dict(
         negative_prompt=args.negative_prompt,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
@@ -109,7 +111,25 @@ def generate(args: argparse.Namespace) -> list[Path]:
         height=args.height,
         width=args.width,
         generator=torch.Generator(device="cpu").manual_seed(seed),
+        identity_start=args.identity_start,
     )
+    if people == 1:
+        result = pipe(
+            args.prompt,
+            face=faces[0],
+            identity_word=words[0],
+            identity_occurrence=None if args.identity_occurrence is None else args.identity_occurrence - 1,
+            expression=expressions[0],
+            **common,
+        )
+    else:
+        people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
+        result = generate_people(
+            pipe, args.prompt, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common
+        )
+        for index, (sources, placed, mask) in enumerate(zip(args.face, result.prompts, result.regions), start=1):
+            word = placed.text[slice(*placed.identity_span)]
+            print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {describe_region(mask)}")
     prompt = result.prompts[0]
     if prompt.notice:
         print(prompt.notice)
@@ -123,6 +143,26 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
     }
     return [save_png(image, args.out, f"portrait-{seed}-{index}", metadata) for index, image in enumerate(result.images)]
+
+
+def _per_person(args: argparse.Namespace, people: int) -> tuple[list, list, list]:
+    """Identity words, expressions and regions, one per person (one expression may serve everyone)."""
+    words = args.identity_word or [None] * people
+    expressions = args.expression or [None]
+    expressions = expressions * people if len(expressions) == 1 else expressions
+    regions = [_parse_box(text) for text in args.region] if args.region else [None] * people
+    for flag, values in (("--identity-word", words), ("--expression", expressions), ("--region", regions)):
+        if len(values) != people:
+            raise OptionError(f"{flag} was given {len(values)} times for {people} face(s); give it once per --face")
+    return words, expressions, regions
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(value) for value in text.split(","))
+    except ValueError:
+        raise OptionError(f"--region takes x0,y0,x1,y1 as fractions of the picture, e.g. 0,0,0.5,1; got {text!r}") from None
+    return x0, y0, x1, y1
 
 
 def save_png(image: Image.Image, folder: Path, stem: str, metadata: dict[str, str]) -> Path:

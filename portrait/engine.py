@@ -14,14 +14,14 @@ from .runtime import pick_device, pick_dtype
 logger = logging.getLogger(__name__)
 
 TINY_NOTICE = (
-    "Running on the tiny preset: small untrained random models, so images are noise. "
+    "Running on untrained random models (tiny preset), so images are noise. "
     "For real portraits install the weights (README, 'Weights') and run without --tiny."
 )
 
 
 @dataclass
 class EngineOptions:
-    tiny: bool = False
+    random_preset: str | None = None  # "tiny" or "sd15": random weights instead of real ones
     base: str = BASE_MODEL_ID
     portrait_weights: Path | None = None
     identity_checkpoint: Path | None = None
@@ -29,15 +29,15 @@ class EngineOptions:
     device: str | None = None
     dtype: str | None = None
     detector: str = "auto"
-    seed: int = 0  # of the tiny preset's random weights
+    seed: int = 0  # of the random preset's weights
 
 
 def load_engine(options: EngineOptions) -> PortraitBoothPipeline:
     """The pipeline (with its face analyzer) on the chosen device and precision."""
     device = pick_device(options.device)
     dtype = pick_dtype(device, options.dtype)
-    if options.tiny:
-        pipe = PortraitBoothPipeline.tiny(seed=options.seed)
+    if options.random_preset:
+        pipe = PortraitBoothPipeline.from_random_preset(options.random_preset, seed=options.seed)
         logger.warning(TINY_NOTICE)
     else:
         pipe = PortraitBoothPipeline.from_pretrained(

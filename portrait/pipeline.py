@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -48,8 +49,9 @@ class FaceEncoding:
 class PortraitBoothPipelineOutput(BaseOutput):
     images: Any
     nsfw_content_detected: list[bool] | None = None
-    prompts: list[IdentityPrompt] | None = None
+    prompts: list[IdentityPrompt] | None = None  # per prompt; for several people, per person
     faces: list[FaceAnalysis] | None = None
+    regions: list[np.ndarray] | None = None  # several people: each person's (H, W) weight mask
 
 
 class PortraitBoothPipeline(StableDiffusionPipeline):
@@ -129,11 +131,11 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         return pipe
 
     @classmethod
-    def tiny(cls, seed: int = 0) -> "PortraitBoothPipeline":
-        """The whole pipeline with tiny random components (see `portrait.tiny`): runs offline on a CPU."""
-        from .tiny import build_tiny_components
+    def from_random_preset(cls, preset: str = "tiny", seed: int = 0) -> "PortraitBoothPipeline":
+        """The whole pipeline with random weights (see `portrait.presets`): `tiny` runs offline on a CPU."""
+        from .presets import build_random_components
 
-        components = build_tiny_components(seed)
+        components = build_random_components(preset, seed)
         components["scheduler"] = EulerDiscreteScheduler.from_config(components["scheduler"].config)
         return cls(**components)
 
@@ -196,20 +198,33 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
 
         With `face=None` the identity condition equals the text condition (text-only sampling).
         """
-        device = self._execution_device
         if isinstance(negative_prompt, str):
             negative_prompt = [negative_prompt] * len(prompts)
         text_embeds, negative_embeds = self.encode_prompt(
-            [p.text for p in prompts], device, num_images_per_prompt, do_classifier_free_guidance, negative_prompt
+            [p.text for p in prompts],
+            self._execution_device,
+            num_images_per_prompt,
+            do_classifier_free_guidance,
+            negative_prompt,
         )
         if face is None:
             return text_embeds, text_embeds, negative_embeds
+        return text_embeds, self.add_identity(text_embeds, prompts, face, num_images_per_prompt), negative_embeds
+
+    def add_identity(
+        self,
+        embeds: torch.Tensor,
+        prompts: Sequence[IdentityPrompt],
+        face: FaceEncoding,
+        num_images_per_prompt: int = 1,
+    ) -> torch.Tensor:
+        """STEA at each prompt's identity token: `embeds` holds `num_images_per_prompt` rows per prompt."""
+        device = embeds.device
         indices = torch.tensor([token_index(self.tokenizer, p.text, p.identity_span) for p in prompts], device=device)
         indices = indices.repeat_interleave(num_images_per_prompt)
-        features = face.features.to(device).expand(text_embeds.shape[0], -1)
+        features = face.features.to(device, self.stea.dtype).expand(embeds.shape[0], -1)
         with torch.no_grad():
-            identity_embeds = self.stea(text_embeds, indices, features.to(self.stea.dtype)).to(text_embeds.dtype)
-        return text_embeds, identity_embeds, negative_embeds
+            return self.stea(embeds.to(self.stea.dtype), indices, features).to(embeds.dtype)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

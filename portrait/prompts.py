@@ -15,6 +15,7 @@ Choices (SPEC.md leaves them open):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -65,6 +66,17 @@ def check_single_word(word: str, what: str = "identity word") -> str:
     return cleaned
 
 
+def clean_prompt(prompt: str) -> str:
+    """Collapse whitespace and refuse prompts far beyond what the text encoder reads."""
+    text = " ".join(prompt.split())
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PromptError(
+            f"The prompt is {len(text)} characters long; keep it under {MAX_PROMPT_CHARS} "
+            "(the text encoder reads only about 75 words anyway)"
+        )
+    return text
+
+
 def build_identity_prompt(
     prompt: str,
     identity_word: str | None = None,
@@ -73,17 +85,12 @@ def build_identity_prompt(
     identity_words: Sequence[str] = IDENTITY_WORDS,
     emotion_words: Sequence[str] = EMOTION_WORDS,
 ) -> IdentityPrompt:
-    """Find (or add) the identity word of `prompt` and write the expression into it.
+    """Find (or add) the identity word of a one-person `prompt` and write the expression into it.
 
     `identity_word=None` takes the first of `identity_words` that the prompt contains.
     `occurrence` (0-based) picks which occurrence of the word receives the face; default the first.
     """
-    text = " ".join(prompt.split())
-    if len(text) > MAX_PROMPT_CHARS:
-        raise PromptError(
-            f"The prompt is {len(text)} characters long; keep it under {MAX_PROMPT_CHARS} "
-            "(the text encoder reads only about 75 words anyway)"
-        )
+    text = clean_prompt(prompt)
     notice = None
     if identity_word is None:
         identity_word = _first_identity_word(text, identity_words)
@@ -101,22 +108,74 @@ def build_identity_prompt(
         raise PromptError(
             f"Asked for occurrence {index + 1} of {identity_word!r}, but the prompt has {len(spans)}"
         )
-    identity_span = spans[index]
-    expression_span = None
-    if expression:
-        expression = check_single_word(expression, "expression")
-        if expression not in emotion_words:
-            raise PromptError(f"Unknown expression {expression!r}; choose one of: {', '.join(emotion_words)}")
-        existing = word_spans(text, expression)
-        if existing:
-            expression_span = existing[0]
-        else:
-            start = identity_span[0]
-            text = f"{text[:start]}{expression} {text[start:]}"
-            shift = len(expression) + 1
+    (placed,) = _write_expressions(text, [(identity_word, spans[index], expression)], emotion_words)
+    return dataclasses.replace(placed, notice=notice)
+
+
+def build_subject_prompts(
+    prompt: str,
+    subject_words: Sequence[str | None],
+    expressions: Sequence[str | None],
+    identity_words: Sequence[str] = IDENTITY_WORDS,
+    emotion_words: Sequence[str] = EMOTION_WORDS,
+) -> list[IdentityPrompt]:
+    """Place several people in one prompt, one `IdentityPrompt` per person, all with the same text.
+
+    People are matched to identity-word occurrences in order of appearance: a person with a word
+    takes the first free occurrence of it, a person without one takes the first free occurrence of
+    any identity word ("a man and a man": the first face is the first man).
+    """
+    text = clean_prompt(prompt)
+    words = [None if word is None else check_single_word(word) for word in subject_words]
+    vocabulary = {word for word in words if word} | (set(identity_words) if None in words else set())
+    occurrences = sorted((span, word) for word in vocabulary for span in word_spans(text, word))
+    if len(occurrences) != len(words):
+        named = ", ".join(word for _, word in occurrences) or "nobody"
+        raise PromptError(
+            f"{len(words)} faces were given but the prompt names {len(occurrences)} "
+            f"{'person' if len(occurrences) == 1 else 'people'} ({named}); write one identity word "
+            f"({' / '.join(sorted(vocabulary))}) per face"
+        )
+    free = list(occurrences)
+    placements = []
+    for word, expression in zip(words, expressions):
+        match = next(((span, found) for span, found in free if word in (None, found)), None)
+        if match is None:
+            raise PromptError(f"No free {word!r} in the prompt for the face that should be {word!r}")
+        free.remove(match)
+        placements.append((match[1], match[0], expression))
+    return _write_expressions(text, placements, emotion_words)
+
+
+def _write_expressions(
+    text: str, placements: Sequence[tuple[str, tuple[int, int], str | None]], emotion_words: Sequence[str]
+) -> list[IdentityPrompt]:
+    """Insert each person's expression before their identity word, unless the prompt already has it."""
+    inserts: list[tuple[int, str]] = []  # (position in `text`, word inserted there)
+    for _, span, expression in placements:
+        if expression:
+            expression = check_single_word(expression, "expression")
+            if expression not in emotion_words:
+                raise PromptError(f"Unknown expression {expression!r}; choose one of: {', '.join(emotion_words)}")
+            if not word_spans(text, expression):
+                inserts.append((span[0], expression))
+
+    def moved(position: int) -> int:
+        return position + sum(len(word) + 1 for at, word in inserts if at <= position)
+
+    final = text
+    for at, word in sorted(inserts, reverse=True):
+        final = f"{final[:at]}{word} {final[at:]}"
+    prompts = []
+    for identity_word, span, expression in placements:
+        expression_span = None
+        if expression:
+            expression = expression.strip().lower()
+            inserted = [at for at, word in inserts if at == span[0]]
+            start = moved(span[0]) - len(expression) - 1 if inserted else moved(word_spans(text, expression)[0][0])
             expression_span = (start, start + len(expression))
-            identity_span = (identity_span[0] + shift, identity_span[1] + shift)
-    return IdentityPrompt(text, identity_word, identity_span, expression, expression_span, notice)
+        prompts.append(IdentityPrompt(final, identity_word, (moved(span[0]), moved(span[1])), expression, expression_span))
+    return prompts
 
 
 def _first_identity_word(text: str, identity_words: Sequence[str]) -> str:

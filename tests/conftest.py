@@ -29,7 +29,7 @@ def analyzer() -> FaceAnalyzer:
 
 @pytest.fixture(scope="session")
 def tiny_pipe(analyzer) -> PortraitBoothPipeline:
-    pipe = PortraitBoothPipeline.tiny(seed=0)
+    pipe = PortraitBoothPipeline.from_random_preset("tiny", seed=0)
     pipe.set_progress_bar_config(disable=True)
     pipe.face_analyzer = analyzer
     return pipe

@@ -21,7 +21,7 @@ def test_module_entry_point_writes_a_png_with_metadata(tmp_path):
     assert done.returncode == 0, done.stderr
     written = sorted(out.glob("*.png"))
     assert [p.name for p in written] == ["portrait-7-0.png"] and f"wrote {written[0]}" in done.stdout
-    assert "tiny preset" in done.stderr
+    assert "untrained random models" in done.stderr
     image = Image.open(written[0])
     assert image.size == (64, 64)
     assert image.text["prompt"] == "a photo of a happy woman in the snow" and image.text["seed"] == "7"
@@ -42,7 +42,20 @@ def test_clear_errors_exit_with_2(tmp_path, capsys):
     Image.new("RGB", (120, 90), "white").save(blank)
     assert main(["generate", "--tiny", "--face", str(blank), "--prompt", "a man", "--out", str(tmp_path)]) == 2
     assert "No face found in the 120×90 image" in capsys.readouterr().err
-    two = ["generate", "--tiny", "--face", str(blank), "--face", str(blank), "--prompt", "a man and a man"]
-    assert main(two) == 2 and "several people" in capsys.readouterr().err
+    three = ["generate", "--tiny", "--face", "example:astronaut", "--face", "example:astronaut", "--face", "example:astronaut"]
+    assert main([*three, "--prompt", "a man and a woman"]) == 2
+    assert "3 faces were given but the prompt names 2 people (man, woman)" in capsys.readouterr().err
+    assert main([*three[:6], "--prompt", "a man and a man", "--identity-word", "man"]) == 2
+    assert "--identity-word was given 1 times for 2 face(s)" in capsys.readouterr().err
     assert main(["generate", "--tiny", "--face", str(tmp_path / "missing.jpg"), "--prompt", "a man"]) == 2
     assert "No such image file" in capsys.readouterr().err
+
+
+def test_two_people_say_which_face_went_where(tmp_path, capsys):
+    faces = ["--face", "example:astronaut", "--face", "example:astronaut"]
+    args = ["generate", "--tiny", *faces, "--prompt", "a photo of a man and a man in a bar", "--steps", "2"]
+    assert main([*args, "--expression", "happy", "--seed", "1", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "face 1 (example:astronaut) → 'man' at characters (19, 22), x 0.00–0.50, y 0.00–1.00"
+    assert lines[1] == "face 2 (example:astronaut) → 'man' at characters (35, 38), x 0.50–1.00, y 0.00–1.00"
+    assert Image.open(tmp_path / "portrait-1-0.png").text["prompt"] == "a photo of a happy man and a happy man in a bar"

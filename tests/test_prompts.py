@@ -1,13 +1,13 @@
 import pytest
 
 from portrait.errors import PromptError
-from portrait.prompts import EMOTION_WORDS, build_identity_prompt, token_index, word_spans
-from portrait.tiny import build_tiny_components
+from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject_prompts, token_index, word_spans
+from portrait.presets import build_random_components
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tiny_components()["tokenizer"]
+    return build_random_components()["tokenizer"]
 
 
 def test_eleven_emotion_words():
@@ -92,6 +92,38 @@ def test_identity_word_past_the_token_limit(tokenizer):
 
 
 def test_tiny_vocabulary_knows_its_words_as_single_tokens(tokenizer):
-    from portrait.tiny import TINY_WORDS
+    from portrait.presets import TINY_WORDS
 
     assert [word for word in TINY_WORDS if len(tokenizer(word).input_ids) != 3] == []
+
+
+def test_two_people_matched_by_order_of_appearance():
+    first, second = build_subject_prompts("a photo of a man and a man in a bar", [None, None], [None, None])
+    assert first.text == second.text and (first.identity_span, second.identity_span) == ((13, 16), (23, 26))
+
+
+def test_explicit_words_take_their_own_occurrence():
+    man, woman = build_subject_prompts("a woman and a man smiling", ["man", "woman"], [None, None])
+    assert man.text[slice(*man.identity_span)] == "man" and man.identity_span == (14, 17)
+    assert woman.identity_span == (2, 7)
+
+
+def test_expression_per_person_keeps_every_span_right():
+    man, woman = build_subject_prompts("a man and a woman at a bar", [None, None], ["happy", "sad"])
+    assert man.text == "a happy man and a sad woman at a bar"
+    for person, word, expression in ((man, "man", "happy"), (woman, "woman", "sad")):
+        assert person.text[slice(*person.identity_span)] == word
+        assert person.text[slice(*person.expression_span)] == expression
+
+
+def test_same_expression_for_both_is_written_for_both():
+    man, woman = build_subject_prompts("a man and a woman", [None, None], ["happy", "happy"])
+    assert man.text == "a happy man and a happy woman"
+    assert man.expression_span == (2, 7) and woman.expression_span == (18, 23)
+
+
+def test_face_count_must_match_the_people_named():
+    with pytest.raises(PromptError, match="3 faces were given but the prompt names 2 people \\(man, woman\\)"):
+        build_subject_prompts("a man and a woman", [None] * 3, [None] * 3)
+    with pytest.raises(PromptError, match="names 0 people"):
+        build_subject_prompts("two cats", [None, None], [None, None])

@@ -1,15 +1,20 @@
-"""The `tiny` preset: every component of the pipeline, with the real architectures, at toy size.
+"""Pipelines with random weights, built from configs: no download, no weights on disk.
 
-Random weights, no download, a few seconds on a CPU. Images it makes are noise: it exists so that the
-whole engine (and the app, training and evaluation) can run and be tested where no weights are.
-The CLIP tokenizer is a real byte-level BPE tokenizer whose vocabulary and merge files are written
-here: whole-word tokens for the words prompts use most, single characters for everything else.
+- `tiny`: every component with the real architecture at toy size; runs on a CPU in seconds. Images it
+  makes are noise: it exists so that the engine, the app, training and evaluation run and are tested
+  where no weights are.
+- `sd15`: Stable Diffusion 1.5's exact architectures (and CurricularFace IR-101) with random weights:
+  it times and fills memory like the real model, for benchmarks on machines without the weights.
+
+The CLIP tokenizer of both is a real byte-level BPE tokenizer whose vocabulary and merge files are
+written here: whole-word tokens for the words prompts use most, single characters for the rest.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +25,6 @@ from .identity.encoder import IdentityEncoder
 from .prompts import EMOTION_WORDS, IDENTITY_WORDS
 from .stea import STEA
 
-TINY_TEXT_DIM = 32
 TINY_WORDS = IDENTITY_WORDS + EMOTION_WORDS + (
     "a", "an", "the", "photo", "portrait", "of", "in", "on", "with", "and", "wearing", "snow", "beach",
     "city", "hat", "painting", "style", "smiling", "person", "face", "expression", "at", "night",
@@ -73,50 +77,87 @@ def write_tiny_tokenizer(folder: str | Path, words: tuple[str, ...] = TINY_WORDS
     return folder
 
 
-def build_tiny_components(seed: int = 0) -> dict:
-    """Components of a PortraitBoothPipeline on the tiny preset; the same seed builds the same weights."""
+@dataclass(frozen=True)
+class RandomPreset:
+    text_encoder: dict
+    unet: dict
+    vae: dict
+    identity_encoder: str
+
+
+PRESETS = {
+    "tiny": RandomPreset(
+        text_encoder=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+        unet=dict(
+            sample_size=8,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=16,
+        ),
+        vae=dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=64),
+        identity_encoder="tiny",
+    ),
+    "sd15": RandomPreset(
+        text_encoder=dict(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            hidden_act="quick_gelu",
+            projection_dim=768,
+        ),
+        unet=dict(
+            sample_size=64,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+        ),
+        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512),
+        identity_encoder="curricularface_ir101",
+    ),
+}
+
+
+def build_random_components(preset: str = "tiny", seed: int = 0) -> dict:
+    """Components of a PortraitBoothPipeline with random weights; the same seed builds the same weights."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    config = PRESETS[preset]
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = CLIPTokenizer.from_pretrained(write_tiny_tokenizer(folder), model_max_length=77)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=TINY_TEXT_DIM,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
+                **{"vocab_size": len(tokenizer), **config.text_encoder},
                 max_position_embeddings=77,
                 bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=TINY_TEXT_DIM,
-            attention_head_dim=8,
-            norm_num_groups=16,
-        )
+        unet = UNet2DConditionModel(**config.unet)
         vae = AutoencoderKL(
-            block_out_channels=(8, 8, 16, 16),
             down_block_types=("DownEncoderBlock2D",) * 4,
             up_block_types=("UpDecoderBlock2D",) * 4,
             latent_channels=4,
-            layers_per_block=1,
-            norm_num_groups=8,
-            sample_size=64,
+            **config.vae,
         )
-        identity_encoder = IdentityEncoder.from_preset("tiny")
+        identity_encoder = IdentityEncoder.from_preset(config.identity_encoder)
+        text_dim = text_encoder.config.hidden_size
         stea = STEA(
-            text_dim=TINY_TEXT_DIM,
+            text_dim=text_dim,
             identity_dim=identity_encoder.feature_dim,
-            hidden_dim=TINY_TEXT_DIM,
-            identity_encoder="tiny",
+            hidden_dim=text_dim,
+            identity_encoder=config.identity_encoder,
             feature_layer=identity_encoder.config.feature_layer,
         )
         stea.fc2.reset_parameters()  # random like everything else here, so that faces change images

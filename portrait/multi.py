@@ -1,0 +1,198 @@
+"""Several people in one picture: MultiDiffusion-style region fusion at every denoising step.
+
+PortraitBooth trains on one person per image; two people are composed at inference. Every step
+predicts the noise of the whole canvas once per branch, all branches in one batched UNet call:
+- the scene branch: the scene prompt with every person's face at their own identity word;
+- one branch per person: the scene prompt with only that person's face;
+- the unconditional branch (empty or negative prompt, no face), shared by all branches.
+Classifier-free guidance is applied per branch, then the guided predictions are averaged with
+per-pixel weights: the scene weight everywhere, each person's region mask where they stand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import OptionError
+from .pipeline import PAPER_GUIDANCE, PAPER_STEPS, FaceEncoding, PortraitBoothPipeline, PortraitBoothPipelineOutput
+from .prompts import build_subject_prompts
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the canvas width and height
+Region = Union[Box, np.ndarray, torch.Tensor, Image.Image]  # a box, or a mask of any size in [0, 1] (or 0/255)
+
+
+@dataclass
+class Person:
+    face: FaceEncoding
+    identity_word: str | None = None  # default: the next man/woman of the prompt, in order of appearance
+    expression: str | None = None
+    region: Region | None = None  # default: side-by-side strips (see default_regions)
+
+
+def default_regions(count: int, height: int, width: int, split: float = 0.5, overlap: float = 0.1) -> list[np.ndarray]:
+    """Side-by-side vertical strips, left to right, with linear ramps of `overlap`·width at each border.
+
+    Two people split at `split` (a fraction of the width); more people get equal strips.
+    """
+    if not 0.0 < split < 1.0 or not 0.0 <= overlap < 1.0:
+        raise OptionError(f"split must be in (0, 1) and overlap in [0, 1), got {split} and {overlap}")
+    borders = [split] if count == 2 else [index / count for index in range(1, count)]
+    x = (np.arange(width, dtype=np.float32) + 0.5) / width
+    ramps = [np.clip((x - border) / overlap + 0.5, 0, 1) if overlap else (x >= border).astype(np.float32) for border in borders]
+    # right[j]: how much of each column lies right of border j; the canvas edges are borders 0 and count.
+    right = [np.ones_like(x)] + ramps + [np.zeros_like(x)]
+    columns = [right[index] - right[index + 1] for index in range(count)]
+    return [np.broadcast_to(column, (height, width)).astype(np.float32) for column in columns]
+
+
+def region_mask(region: Region, height: int, width: int) -> np.ndarray:
+    """(height, width) float32 weights in [0, 1] for a box (canvas fractions) or a mask of any size."""
+    if isinstance(region, tuple | list) and len(region) == 4:
+        x0, y0, x1, y1 = (float(v) for v in region)
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise OptionError(f"A region box is x0,y0,x1,y1 in canvas fractions with x0<x1, y0<y1; got {region}")
+        xs = (np.arange(width) + 0.5) / width
+        ys = (np.arange(height) + 0.5) / height
+        return (((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]).astype(np.float32)
+    if isinstance(region, Image.Image):
+        region = np.asarray(region.convert("L"), dtype=np.float32) / 255.0
+    mask = torch.as_tensor(np.asarray(region, dtype=np.float32))
+    if mask.ndim != 2:
+        raise OptionError(f"A region mask must be two-dimensional, got shape {tuple(mask.shape)}")
+    if mask.max() > 1:
+        mask = mask / 255.0
+    if mask.shape != (height, width):
+        mask = F.interpolate(mask[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    return mask.clamp(0, 1).numpy()
+
+
+def describe_region(mask: np.ndarray) -> str:
+    """Where a mask mostly lies, in canvas fractions, for telling a user which face went where."""
+    rows, columns = np.nonzero(mask >= 0.5)
+    if rows.size == 0:
+        return "nowhere (empty region)"
+    height, width = mask.shape
+    return (
+        f"x {columns.min() / width:.2f}–{(columns.max() + 1) / width:.2f}, "
+        f"y {rows.min() / height:.2f}–{(rows.max() + 1) / height:.2f}"
+    )
+
+
+def latent_weights(masks: Sequence[np.ndarray], latent_size: tuple[int, int]) -> torch.Tensor:
+    """(R, h, w) weights at latent resolution: each latent pixel gets the mean of the pixels it covers."""
+    stacked = torch.from_numpy(np.stack(masks)).float()[:, None]
+    return F.interpolate(stacked, size=latent_size, mode="area")[:, 0]
+
+
+def fuse_regions(predictions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """MultiDiffusion's rule: Σ_r w_r·ε_r / Σ_r w_r per pixel.
+
+    predictions: (R, B, C, h, w); weights: (R, h, w), non-negative. Pixels no region covers get 0.
+    """
+    w = weights[:, None, None].to(predictions)
+    return (w * predictions).sum(dim=0) / w.sum(dim=0).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def generate_people(
+    pipe: PortraitBoothPipeline,
+    prompt: str,
+    people: Sequence[Person],
+    *,
+    negative_prompt: str | None = None,
+    num_inference_steps: int = PAPER_STEPS,
+    guidance_scale: float = PAPER_GUIDANCE,
+    num_images_per_prompt: int = 1,
+    height: int | None = None,
+    width: int | None = None,
+    generator: torch.Generator | None = None,
+    scene_weight: float = 0.3,
+    split: float = 0.5,
+    overlap: float = 0.1,
+    identity_start: float = 0.0,
+    output_type: str = "pil",
+    callback_on_step_end: Callable | None = None,
+) -> PortraitBoothPipelineOutput:
+    """One picture of several people; `output.prompts[i]` and `output.regions[i]` say where person i went."""
+    if scene_weight <= 0:
+        raise OptionError("scene_weight must be positive: the scene prompt has to cover the whole canvas")
+    if not 0.0 <= identity_start <= 1.0:
+        raise OptionError(f"identity_start must be between 0 and 1, got {identity_start}")
+    config = pipe.stea.config
+    prompts = build_subject_prompts(
+        prompt, [p.identity_word for p in people], [p.expression for p in people], config.identity_words, config.emotion_words
+    )
+    height = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    width = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    pipe.check_inputs(prompts[0].text, height, width, None)
+    masks = [
+        region_mask(person.region, height, width) if person.region is not None else default
+        for person, default in zip(people, default_regions(len(people), height, width, split, overlap))
+    ]
+    device = pipe._execution_device
+    do_cfg = guidance_scale > 1
+    text, negative = pipe.encode_prompt([prompts[0].text], device, num_images_per_prompt, do_cfg, negative_prompt)
+    person_conditions = [pipe.add_identity(text, [p], person.face, num_images_per_prompt) for p, person in zip(prompts, people)]
+    scene = text
+    for identity_prompt, person in zip(prompts, people):
+        scene = pipe.add_identity(scene, [identity_prompt], person.face, num_images_per_prompt)
+    unconditional = [negative] if do_cfg else []
+    with_faces = torch.cat(unconditional + [scene] + person_conditions)
+    text_only = torch.cat(unconditional + [text] * (1 + len(people)))
+    start_step = round(identity_start * num_inference_steps)
+
+    pipe.scheduler.set_timesteps(num_inference_steps, device=device)
+    latents = pipe.prepare_latents(
+        num_images_per_prompt, pipe.unet.config.in_channels, height, width, text.dtype, device, generator
+    )
+    latent_size = (latents.shape[2], latents.shape[3])
+    weights = latent_weights([np.full((height, width), scene_weight, np.float32)] + masks, latent_size).to(device)
+    step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
+    branches = with_faces.shape[0] // latents.shape[0]
+    pipe._interrupt = False
+    with pipe.progress_bar(total=num_inference_steps) as progress:
+        for step, timestep in enumerate(pipe.scheduler.timesteps):
+            if pipe._interrupt:
+                break
+            conditions = with_faces if step >= start_step else text_only
+            noise = denoise_step(pipe, latents, timestep, conditions, branches, guidance_scale if do_cfg else None, weights)
+            latents = pipe.scheduler.step(noise, timestep, latents, **step_kwargs, return_dict=False)[0]
+            if callback_on_step_end is not None:
+                latents = (callback_on_step_end(pipe, step, timestep, {"latents": latents}) or {}).get("latents", latents)
+            progress.update()
+    if output_type == "latent":
+        images = latents
+    else:
+        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        images = pipe.image_processor.postprocess(decoded, output_type=output_type)
+    pipe.maybe_free_model_hooks()
+    faces = [analysis for person in people for analysis in person.face.analyses]
+    return PortraitBoothPipelineOutput(images, None, prompts, faces, masks)
+
+
+def denoise_step(
+    pipe: PortraitBoothPipeline,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    conditions: torch.Tensor,
+    branches: int,
+    guidance_scale: float | None,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """Fused noise prediction of one step: every branch in one UNet call, CFG per branch, then fusion.
+
+    conditions: (branches·B, 77, D) ordered [unconditional (with CFG); scene; person 1; ...].
+    """
+    model_input = pipe.scheduler.scale_model_input(latents, timestep).repeat(branches, 1, 1, 1)
+    predictions = pipe.unet(model_input, timestep, encoder_hidden_states=conditions, return_dict=False)[0]
+    predictions = torch.stack(predictions.chunk(branches))  # (branches, B, C, h, w)
+    if guidance_scale is not None:
+        unconditional, predictions = predictions[0], predictions[1:]
+        predictions = unconditional + guidance_scale * (predictions - unconditional)
+    return fuse_regions(predictions, weights)
