@@ -139,6 +139,13 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         components["scheduler"] = EulerDiscreteScheduler.from_config(components["scheduler"].config)
         return cls(**components)
 
+    def as_plain_pipeline(self) -> StableDiffusionPipeline:
+        """Plain Stable Diffusion sharing these modules: the baseline of benchmarks and evaluations."""
+        components = {name: module for name, module in self.components.items() if name not in ("stea", "identity_encoder")}
+        plain = StableDiffusionPipeline(**components, requires_safety_checker=False)
+        plain.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        return plain
+
     def save_portrait_weights(self, folder: str | os.PathLike) -> None:
         """Write what PortraitBooth training changes (UNet and STEA), as safetensors with their configs."""
         folder = Path(folder)

@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 from PIL import ImageOps
 
 from conftest import as_array, seeded
@@ -22,15 +21,8 @@ def run(pipe, face, **kwargs) -> np.ndarray:
 
 
 def run_plain(pipe) -> np.ndarray:
-    plain = plain_sd(pipe)
+    plain = pipe.as_plain_pipeline()
     return plain(PROMPT, num_inference_steps=STEPS, guidance_scale=5.0, generator=seeded(0), output_type="np").images
-
-
-def plain_sd(pipe) -> StableDiffusionPipeline:
-    components = {k: v for k, v in pipe.components.items() if k not in ("stea", "identity_encoder")}
-    plain = StableDiffusionPipeline(**components)
-    plain.set_progress_bar_config(disable=True)
-    return plain
 
 
 def test_deterministic_for_a_fixed_seed_and_sized_as_asked(tiny_pipe, astronaut_face):
@@ -139,7 +131,7 @@ def test_save_pretrained_round_trip(tiny_pipe, astronaut_face, tmp_path):
 
 
 def test_portrait_weights_on_a_plain_base(tiny_pipe, astronaut_face, tmp_path):
-    plain_sd(tiny_pipe).save_pretrained(tmp_path / "base")
+    tiny_pipe.as_plain_pipeline().save_pretrained(tmp_path / "base")
     tiny_pipe.save_portrait_weights(tmp_path / "weights")
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["stea", "unet"]
     loaded = PortraitBoothPipeline.from_pretrained(
@@ -158,7 +150,7 @@ def test_missing_base_files_are_named(tmp_path, offline):
 
 
 def test_missing_identity_encoder_weights_are_named(tiny_pipe, tmp_path, offline):
-    plain_sd(tiny_pipe).save_pretrained(tmp_path / "base")
+    tiny_pipe.as_plain_pipeline().save_pretrained(tmp_path / "base")
     with pytest.raises(MissingWeightsError, match="CurricularFace_Backbone.pth"):
         PortraitBoothPipeline.from_pretrained(tmp_path / "base", weights_dir=tmp_path / "weights")
 

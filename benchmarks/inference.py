@@ -1,0 +1,190 @@
+"""Inference speed and memory: PortraitBooth against plain diffusers Stable Diffusion on the same weights.
+
+In one process, on the same components, scheduler, steps, guidance, size and seed, runs alternate
+between the plain `StableDiffusionPipeline`, PortraitBooth with one person (face encoded once per
+request, timed separately as `preprocess_s`) and PortraitBooth with two people. Medians of the
+per-image seconds and their ratios are printed; `--json` ends the output with one JSON line.
+
+    python benchmarks/inference.py --preset tiny --json
+    python benchmarks/inference.py --device cuda --preset sd15 --options all --json
+
+`--preset sd15` uses the real weights when `--base` (and optionally `--portrait-weights`) are
+given and present, else Stable Diffusion 1.5's architecture with random weights, which times the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from diffusers import DPMSolverMultistepScheduler  # noqa: E402
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+
+from portrait.examples import example_face  # noqa: E402
+from portrait.multi import Person, generate_people  # noqa: E402
+from portrait.pipeline import PortraitBoothPipeline  # noqa: E402
+from portrait.runtime import pick_device, pick_dtype  # noqa: E402
+
+OPTIONS = ("fp16", "bf16", "channels_last", "compile", "dpm", "offload", "vae_slicing", "vae_tiling")
+CUDA_ONLY = {"fp16", "offload"}
+PROMPT, PAIR_PROMPT = "a photo of a woman in the snow", "a photo of a man and a woman in front of a bar"
+
+
+@dataclass
+class Settings:
+    steps: int
+    size: int
+    guidance: float = 5.0
+    seed: int = 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=["tiny", "sd15"], default="tiny")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--fast-steps", type=int, default=20, help="steps of the faster scheduler option (dpm)")
+    parser.add_argument("--size", type=int, help="default: the preset's native size (64 tiny, 512 sd15)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of each mode, alternating")
+    parser.add_argument("--options", default="", help=f"comma list of {','.join(OPTIONS)}, or 'all'")
+    parser.add_argument("--base", help="sd15: real base model (hub id or folder)")
+    parser.add_argument("--portrait-weights", type=Path)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    return parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> PortraitBoothPipeline:
+    if args.base:
+        pipe = PortraitBoothPipeline.from_pretrained(args.base, portrait_weights=args.portrait_weights, torch_dtype=dtype)
+    else:
+        pipe = PortraitBoothPipeline.from_random_preset(args.preset, seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=dtype)
+
+
+def apply_option(
+    option: str, pipe: PortraitBoothPipeline, settings: Settings, device: torch.device, fast_steps: int
+) -> Settings:
+    """Change `pipe` (and so its plain twin, which shares its modules) for one option."""
+    if option in ("fp16", "bf16"):
+        pipe.to(dtype=torch.float16 if option == "fp16" else torch.bfloat16)
+    elif option == "channels_last":
+        pipe.unet.to(memory_format=torch.channels_last)
+    elif option == "compile":
+        pipe.unet.compile()
+    elif option == "dpm":
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+        return Settings(fast_steps, settings.size, settings.guidance, settings.seed)
+    elif option == "offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif option == "vae_slicing":
+        pipe.vae.enable_slicing()
+    elif option == "vae_tiling":
+        pipe.vae.enable_tiling()
+    return settings
+
+
+def seconds(run: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.device, runs: int) -> dict:
+    plain = pipe.as_plain_pipeline()  # shares every module, so every option applies to both
+    photo = example_face("astronaut")
+    face = pipe.encode_faces(photo)
+    people = [Person(face), Person(pipe.encode_faces(ImageOps.mirror(photo)))]  # mirrored: another identity vector
+
+    def generator() -> torch.Generator:
+        return torch.Generator("cpu").manual_seed(settings.seed)
+
+    common = dict(
+        num_inference_steps=settings.steps, guidance_scale=settings.guidance, height=settings.size, width=settings.size
+    )
+    modes = {
+        "plain": lambda: plain(PROMPT, generator=generator(), **common),
+        "single": lambda: pipe(PROMPT, face=face, generator=generator(), **common),
+        "pair": lambda: generate_people(pipe, PAIR_PROMPT, people, generator=generator(), **common),
+        "preprocess": lambda: pipe.encode_faces(photo),
+    }
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    peaks: dict[str, float] = {}
+    for run in range(runs + 1):  # the first round warms up (allocations, kernels, compilation)
+        for mode, work in modes.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            elapsed = seconds(work, device)
+            if run:
+                times[mode].append(elapsed)
+            if device.type == "cuda":
+                peaks[mode] = max(peaks.get(mode, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
+    median = {f"{mode}_s": statistics.median(values) for mode, values in times.items()}
+    result = {
+        **{key: round(value, 4) for key, value in median.items()},
+        "single_over_plain": round(median["single_s"] / median["plain_s"], 3),
+        "pair_over_single": round(median["pair_s"] / median["single_s"], 3),
+        "steps": settings.steps,
+        "size": settings.size,
+    }
+    if peaks:
+        result["peak_mem_gb"] = round(peaks["single"], 3)
+        result["plain_peak_mem_gb"] = round(peaks["plain"], 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    diffusers_logging.set_verbosity_error()
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    pipe = build(args, device, dtype)
+    settings = Settings(steps=args.steps, size=args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "preset": args.preset}
+    report["dtype"] = str(dtype).removeprefix("torch.")
+    report.update(measure(pipe, settings, device, args.runs))
+    print(
+        f"{report['device']}, {args.preset}, {settings.size}², {settings.steps} steps: plain {report['plain_s']:.3f} s, "
+        f"single {report['single_s']:.3f} s ({report['single_over_plain']:.3f}×), pair {report['pair_s']:.3f} s "
+        f"({report['pair_over_single']:.3f}× single), face preprocessing {report['preprocess_s']:.3f} s"
+    )
+    chosen = OPTIONS if args.options == "all" else [name for name in args.options.split(",") if name]
+    report["options"] = {}
+    for option in chosen:
+        if option not in OPTIONS:
+            raise SystemExit(f"unknown option {option!r}; choose from {', '.join(OPTIONS)}")
+        if option in CUDA_ONLY and device.type != "cuda":
+            report["options"][option] = {"skipped": "CUDA only"}
+            continue
+        fresh = build(args, device, dtype)
+        option_settings = apply_option(option, fresh, settings, device, args.fast_steps)
+        measured = measure(fresh, option_settings, device, args.runs)
+        measured["single_speedup"] = round(report["single_s"] / measured["single_s"], 3)
+        report["options"][option] = measured
+        print(
+            f"  {option}: single {measured['single_s']:.3f} s ({measured['single_speedup']:.2f}× faster than default), "
+            f"{measured['single_over_plain']:.3f}× plain" + (f", peak {measured['peak_mem_gb']:.2f} GiB" if "peak_mem_gb" in measured else "")
+        )
+    if args.json:
+        print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import inference  # noqa: E402
+
+
+def test_inference_benchmark_reports_the_contract_keys(capsys):
+    report = inference.main(["--preset", "tiny", "--steps", "2", "--runs", "1", "--options", "dpm,fp16", "--fast-steps", "1", "--json"])
+    keys = {"single_s", "plain_s", "single_over_plain", "pair_s", "pair_over_single", "preprocess_s", "device"}
+    assert keys <= set(report) and report["device"] == "cpu"
+    assert report["options"]["fp16"] == {"skipped": "CUDA only"} and report["options"]["dpm"]["steps"] == 1
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last_line.startswith("{") and '"single_over_plain"' in last_line
