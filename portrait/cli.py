@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -22,7 +21,7 @@ from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from .multi import Person, describe_region, generate_people
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
-from .runtime import DTYPES
+from .runtime import DTYPES, seeded_generators
 
 logger = logging.getLogger("portrait")
 
@@ -103,6 +102,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         if analysis.notice:
             print(analysis.notice)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
+    seeds = [seed + index for index in range(args.num_images)]  # image i is reproducible alone from seeds[i]
     common = dict(
         negative_prompt=args.negative_prompt,
         num_inference_steps=args.steps,
@@ -110,7 +110,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         num_images_per_prompt=args.num_images,
         height=args.height,
         width=args.width,
-        generator=torch.Generator(device="cpu").manual_seed(seed),
+        generator=seeded_generators(seeds),
         identity_start=args.identity_start,
     )
     if people == 1:
@@ -136,13 +136,15 @@ def generate(args: argparse.Namespace) -> list[Path]:
     metadata = {
         "prompt": prompt.text,
         "negative_prompt": args.negative_prompt or "",
-        "seed": str(seed),
         "steps": str(args.steps),
         "guidance": str(args.guidance),
         "identity_start": str(args.identity_start),
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
     }
-    return [save_png(image, args.out, f"portrait-{seed}-{index}", metadata) for index, image in enumerate(result.images)]
+    return [
+        save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed)})
+        for image_seed, image in zip(seeds, result.images)
+    ]
 
 
 def _per_person(args: argparse.Namespace, people: int) -> tuple[list, list, list]:

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .face.analyzer import FaceAnalyzer
 from .loading import BASE_MODEL_ID
 from .pipeline import PortraitBoothPipeline
@@ -38,6 +40,8 @@ def load_engine(options: EngineOptions) -> PortraitBoothPipeline:
     dtype = pick_dtype(device, options.dtype)
     if options.random_preset:
         pipe = PortraitBoothPipeline.from_random_preset(options.random_preset, seed=options.seed)
+        if dtype != torch.float32:
+            pipe.to(dtype=dtype)
         logger.warning(TINY_NOTICE)
     else:
         pipe = PortraitBoothPipeline.from_pretrained(
@@ -47,6 +51,6 @@ def load_engine(options: EngineOptions) -> PortraitBoothPipeline:
             weights_dir=options.weights_dir,
             torch_dtype=dtype,
         )
-    pipe.to(device=device, dtype=dtype)
+    pipe.to(device)
     pipe.face_analyzer = FaceAnalyzer.load(options.detector, weights_dir=options.weights_dir, device=device)
     return pipe

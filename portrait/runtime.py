@@ -24,3 +24,8 @@ def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
             raise ValueError(f"Unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
         return DTYPES[name]
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def seeded_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per image, so any image can be made again alone from its own seed."""
+    return [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]

@@ -20,7 +20,7 @@ def test_module_entry_point_writes_a_png_with_metadata(tmp_path):
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
     written = sorted(out.glob("*.png"))
-    assert [p.name for p in written] == ["portrait-7-0.png"] and f"wrote {written[0]}" in done.stdout
+    assert [p.name for p in written] == ["portrait-7.png"] and f"wrote {written[0]}" in done.stdout
     assert "untrained random models" in done.stderr
     image = Image.open(written[0])
     assert image.size == (64, 64)
@@ -34,7 +34,7 @@ def test_names_are_not_overwritten(tmp_path, astronaut):
     args = ["generate", "--tiny", "--face", str(face), "--prompt", "a woman", "--steps", "1", "--seed", "3"]
     assert main([*args, "--out", str(tmp_path / "o"), "--num-images", "2"]) == 0
     assert main([*args, "--out", str(tmp_path / "o")]) == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["portrait-3-0-1.png", "portrait-3-0.png", "portrait-3-1.png"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["portrait-3-1.png", "portrait-3.png", "portrait-4.png"]
 
 
 def test_clear_errors_exit_with_2(tmp_path, capsys):
@@ -58,4 +58,4 @@ def test_two_people_say_which_face_went_where(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "face 1 (example:astronaut) → 'man' at characters (19, 22), x 0.00–0.50, y 0.00–1.00"
     assert lines[1] == "face 2 (example:astronaut) → 'man' at characters (35, 38), x 0.50–1.00, y 0.00–1.00"
-    assert Image.open(tmp_path / "portrait-1-0.png").text["prompt"] == "a photo of a happy man and a happy man in a bar"
+    assert Image.open(tmp_path / "portrait-1.png").text["prompt"] == "a photo of a happy man and a happy man in a bar"

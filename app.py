@@ -1,0 +1,215 @@
+"""PortraitBooth in the browser: a selfie and a prompt in, portraits out, for one or two people.
+
+    python app.py                     # real weights when present, else the tiny preset with a banner
+    python app.py --tiny --port 7860  # tiny untrained models, never touches the network
+
+Named API endpoints (gradio_client): detect_face, generate, generate_pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from portrait.engine import EngineOptions, load_engine
+from portrait.errors import MissingWeightsError
+from portrait.examples import example_face
+from portrait.loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
+from portrait.prompts import EMOTION_WORDS
+from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, FaceUpload, Limits, PortraitService
+
+logger = logging.getLogger("portrait.app")
+
+EXAMPLE_PROMPTS = [
+    "a photo of a woman in the snow",
+    "a portrait of a man wearing a hat, oil painting style",
+    "a photo of a woman on the beach at night",
+    "a man in the city, wearing glasses",
+]
+PAIR_PROMPT = "a photo of a man and a woman smiling in front of a bar"
+TINY_BANNER = (
+    "⚠️ **Running on a tiny untrained model: the pictures are noise.** "
+    "To get real portraits, install the weights (README, 'Weights') and restart without `--tiny`."
+)
+UNTRAINED_BANNER = (
+    "⚠️ **No PortraitBooth weights loaded: STEA is untrained, so pictures follow the prompt but not the face.** "
+    "Pass `--portrait-weights` (README, 'Weights')."
+)
+CSS = ".banner {background: #fff4e5; border: 1px solid #f0a040; border-radius: 8px; padding: 8px 12px;}"
+
+try:  # Hugging Face ZeroGPU Spaces: borrow a GPU for the length of a generation
+    import spaces
+
+    gpu = spaces.GPU(duration=120)
+except ImportError:
+
+    def gpu(handler):
+        return handler
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description="PortraitBooth web app")
+    parser.add_argument("--tiny", action="store_true", help="tiny untrained models; no weights, no network")
+    parser.add_argument("--base", default=env("PORTRAIT_BASE", BASE_MODEL_ID), help="SD 1.5 hub id or folder ($PORTRAIT_BASE)")
+    parser.add_argument(
+        "--portrait-weights", type=Path, default=env("PORTRAIT_WEIGHTS"), help="trained weights folder ($PORTRAIT_WEIGHTS)"
+    )
+    parser.add_argument("--weights-dir", type=Path, help=f"third-party weights (default ${WEIGHTS_DIR_ENV} or weights/)")
+    parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda or cpu ($PORTRAIT_DEVICE)")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=env("PORTRAIT_DTYPE"))
+    parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="public gradio.live link")
+    parser.add_argument("--max-queue", type=int, default=16, help="requests waiting at most; more get 'queue full'")
+    parser.add_argument("--concurrency", type=int, default=1, help="generations running at once (GPU memory)")
+    parser.add_argument("--max-images", type=int, default=4)
+    return parser.parse_args(argv)
+
+
+def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]:
+    """The service on real weights when they load, else on the tiny preset; and the banner to show."""
+    options = EngineOptions(
+        random_preset="tiny" if args.tiny else None,
+        base=args.base,
+        portrait_weights=args.portrait_weights,
+        weights_dir=args.weights_dir,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    banner = TINY_BANNER if args.tiny else None
+    try:
+        pipe = load_engine(options)
+    except MissingWeightsError as error:
+        logger.warning("%s; starting on the tiny preset", error)
+        pipe = load_engine(dataclasses.replace(options, random_preset="tiny"))
+        banner = f"{TINY_BANNER}<br>Missing: {error}"
+    if banner is None and not pipe.stea.is_trained:
+        banner = UNTRAINED_BANNER
+    pipe.set_progress_bar_config(disable=True)
+    return PortraitService(pipe, Limits(max_images=args.max_images), example_face("astronaut")), banner
+
+
+def generation_controls(limits: Limits, aspect: str) -> dict:
+    """Negative prompt, size, count, seed and the Advanced settings: the same on both tabs."""
+    controls = {
+        "negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry"),
+        "aspect": gr.Dropdown(list(ASPECTS), value=aspect, label="Size"),
+        "num_images": gr.Slider(1, limits.max_images, value=1, step=1, label="Number of images"),
+    }
+    with gr.Row():
+        controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
+        controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
+    with gr.Accordion("Advanced", open=False):
+        controls["steps"] = gr.Slider(1, limits.max_steps, value=50, step=1, label="Steps")
+        controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+    return controls
+
+
+def face_input(label: str) -> tuple[FaceUpload, gr.Image, gr.Markdown, gr.State]:
+    face = FaceUpload(label=label, type="filepath", image_mode=None, sources=["upload", "webcam"], height=280)
+    preview = gr.Image(label="Detected face", interactive=False, height=200, format="png")
+    message = gr.Markdown()
+    remembered = gr.State(None, time_to_live=3600)  # the decoded photo, in memory for this session only
+    return face, preview, message, remembered
+
+
+def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
+    expressions = [NO_EXPRESSION, *EMOTION_WORDS]
+    with gr.Blocks(title="PortraitBooth", delete_cache=(300, 600)) as demo:
+        gr.Markdown("# PortraitBooth\nPortraits that look like you, from one selfie and a prompt. No fine-tuning.")
+        if banner:
+            gr.Markdown(banner, elem_classes="banner", elem_id="banner")
+
+        with gr.Tab("Single portrait"):
+            with gr.Row():
+                with gr.Column():
+                    face, preview, message, remembered = face_input("Your selfie")
+                    example = gr.Button("Use the example face (astronaut)", size="sm")
+                with gr.Column():
+                    prompt = gr.Textbox(label="Prompt", placeholder=EXAMPLE_PROMPTS[0], lines=2)
+                    gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+                    with gr.Row():
+                        identity_word = gr.Radio(["woman", "man", CUSTOM_WORD], value="woman", label="Who is in the photo")
+                        custom_word = gr.Textbox(value="", label="Custom identity word", placeholder="e.g. girl")
+                    hint = gr.Markdown()
+                    expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
+                    controls = generation_controls(service.limits, "Square 1:1")
+                    with gr.Accordion("Identity strength", open=False):
+                        identity_start = gr.Slider(
+                            0.0, 0.9, value=0.0, step=0.05, label="Start the face after this share of the steps (0 = paper)"
+                        )
+                    with gr.Row():
+                        run = gr.Button("Generate", variant="primary", elem_id="generate")
+                        stop = gr.Button("Stop", variant="stop")
+                with gr.Column():
+                    gallery = gr.Gallery(label="Portraits", format="png", columns=2, elem_id="gallery")
+                    info = gr.Markdown(elem_id="info")
+
+        with gr.Tab("Two people"):
+            with gr.Row():
+                with gr.Column():
+                    face_a, preview_a, message_a, remembered_a = face_input("Person A (left)")
+                with gr.Column():
+                    face_b, preview_b, message_b, remembered_b = face_input("Person B (right)")
+                with gr.Column():
+                    pair_prompt = gr.Textbox(label="Scene prompt", value=PAIR_PROMPT, lines=2)
+                    with gr.Row():
+                        word_a = gr.Radio(["man", "woman"], value="man", label="Person A is a")
+                        expression_a = gr.Dropdown(expressions, value=NO_EXPRESSION, label="A's expression")
+                    with gr.Row():
+                        word_b = gr.Radio(["man", "woman"], value="woman", label="Person B is a")
+                        expression_b = gr.Dropdown(expressions, value=NO_EXPRESSION, label="B's expression")
+                    split = gr.Slider(0.2, 0.8, value=0.5, step=0.05, label="Where A ends and B begins")
+                    pair_controls = generation_controls(service.limits, "Landscape 4:3")
+                    regions = gr.Image(label="Regions", interactive=False, height=180, format="png")
+                    with gr.Row():
+                        run_pair = gr.Button("Generate", variant="primary", elem_id="generate_pair")
+                        stop_pair = gr.Button("Stop", variant="stop")
+                with gr.Column():
+                    pair_gallery = gr.Gallery(label="Pictures", format="png", columns=1, elem_id="pair_gallery")
+                    pair_info = gr.Markdown(elem_id="pair_info")
+
+        detected = [preview, message, remembered]
+        face.input(gpu(service.detect_face), face, detected, api_name="detect_face", concurrency_id="faces")
+        example.click(service.use_example, None, [face, *detected], api_visibility="private", concurrency_id="faces")
+        for upload, outputs in ((face_a, [preview_a, message_a, remembered_a]), (face_b, [preview_b, message_b, remembered_b])):
+            upload.input(gpu(service.detect_face), upload, outputs, api_visibility="private", concurrency_id="faces")
+
+        hint_inputs = [prompt, identity_word, custom_word, expression]
+        gr.on([c.change for c in hint_inputs], service.identity_hint, hint_inputs, hint, queue=False, api_visibility="private")
+        region_inputs = [split, pair_controls["aspect"], word_a, word_b]
+        gr.on([c.change for c in region_inputs], service.regions, region_inputs, regions, queue=False, api_visibility="private")
+        demo.load(service.regions, region_inputs, regions, queue=False, api_visibility="private")
+
+        single_inputs = [face, prompt, identity_word, custom_word, expression, controls["negative_prompt"],
+                         controls["num_images"], controls["seed"], controls["randomize_seed"], controls["steps"],
+                         controls["guidance"], controls["aspect"], identity_start, remembered]  # fmt: skip
+        run.click(gpu(service.generate), single_inputs, [gallery, info], api_name="generate", concurrency_id="gpu")
+        pair_inputs = [face_a, face_b, pair_prompt, word_a, expression_a, word_b, expression_b, split,
+                       pair_controls["negative_prompt"], pair_controls["num_images"], pair_controls["seed"],
+                       pair_controls["randomize_seed"], pair_controls["steps"], pair_controls["guidance"],
+                       pair_controls["aspect"], remembered_a, remembered_b]  # fmt: skip
+        run_pair.click(gpu(service.generate_pair), pair_inputs, [pair_gallery, pair_info], api_name="generate_pair", concurrency_id="gpu")
+        for button in (stop, stop_pair):
+            button.click(service.stop, None, None, queue=False, api_visibility="private")
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    service, banner = load_service(args)
+    demo = build_app(service, banner)
+    demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="40mb", css=CSS)
+
+
+if __name__ == "__main__":
+    main()
