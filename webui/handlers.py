@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,17 @@ ASPECTS = {"Square 1:1": (1, 1), "Portrait 3:4": (3, 4), "Landscape 4:3": (4, 3)
 NO_EXPRESSION = "none"
 CUSTOM_WORD = "custom"
 OUT_OF_MEMORY = "The GPU ran out of memory. Try fewer images or a smaller size."
+
+
+@dataclass
+class Run:
+    """One generation request, from its checks to its gallery."""
+
+    session: str
+    seeds: list[int]
+    settings: str
+    size: tuple[int, int]  # width, height
+    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True)
@@ -184,28 +195,59 @@ class PortraitService:
         return images
 
     # ------------------------------------------------------------------ generation
-    def _request_options(self, num_images: int, steps: int, seed: int, randomize_seed: bool) -> list[int]:
+    def _start(
+        self,
+        request: gr.Request | None,
+        progress: gr.Progress,
+        negative_prompt: str,
+        num_images: int,
+        seed: int,
+        randomize_seed: bool,
+        steps: int,
+        guidance: float,
+        aspect: str,
+    ) -> tuple[Run, dict]:
+        """Check the request's numbers; the run's record and the sampling arguments both modes share."""
         if not 1 <= num_images <= self.limits.max_images:
             raise gr.Error(f"Number of images must be between 1 and {self.limits.max_images}.")
         if not 1 <= steps <= self.limits.max_steps:
             raise gr.Error(f"Steps must be between 1 and {self.limits.max_steps}.")
         first = random.randrange(2**31) if randomize_seed else int(seed)
-        return [first + index for index in range(int(num_images))]
+        run = Run(
+            session=request.session_hash if request else "",
+            seeds=[first + index for index in range(int(num_images))],
+            settings=f"{int(steps)} steps · guidance {guidance}",
+            size=canvas_size(aspect, self.native_size),
+        )
+        self.stopping.discard(run.session)
 
-    def _step_callback(self, session: str, total: int, progress: gr.Progress) -> Callable:
         def on_step(pipe, step, timestep, tensors):
-            progress((step + 1, total), desc="Generating", unit="steps")
-            if session in self.stopping:
+            progress((step + 1, int(steps)), desc="Generating", unit="steps")
+            if run.session in self.stopping:
                 pipe._interrupt = True
             return {}
 
-        return on_step
+        sampling = dict(
+            negative_prompt=negative_prompt or None,
+            num_inference_steps=int(steps),
+            guidance_scale=guidance,
+            num_images_per_prompt=len(run.seeds),
+            width=run.size[0],
+            height=run.size[1],
+            generator=seeded_generators(run.seeds),
+            callback_on_step_end=on_step,
+        )
+        return run, sampling
 
-    def _finish(self, session: str, images: list, captions: list[str], notes: list[str], started: float) -> tuple:
-        if session in self.stopping:
-            self.stopping.discard(session)
+    def _finish(self, run: Run, images: list, prompt: str, notes: list[str]) -> tuple[list, str]:
+        """Gallery items captioned with their own seeds, and the note; nothing if the user stopped."""
+        if run.session in self.stopping:
+            self.stopping.discard(run.session)
             return [], "Stopped."
-        notes.append(f"{len(images)} image{'s' if len(images) > 1 else ''} in {time.perf_counter() - started:.1f} s.")
+        width, height = run.size
+        captions = [f"seed {seed} · {run.settings} · {width}×{height} · {prompt}" for seed in run.seeds]
+        elapsed = time.perf_counter() - run.started
+        notes.append(f"{len(images)} image{'s' if len(images) > 1 else ''} in {elapsed:.1f} s.")
         return list(zip(images, captions)), " ".join(notes)
 
     @user_errors
@@ -229,32 +271,20 @@ class PortraitService:
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """One person: a gallery of (image, caption) and a note on what happened."""
-        started = time.perf_counter()
-        session = request.session_hash if request else ""
-        self.stopping.discard(session)
-        seeds = self._request_options(num_images, steps, seed, randomize_seed)
+        run, sampling = self._start(request, progress, negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
         (photo,) = self._faces([face], [remembered_face], ["your"])
         encoding = self.pipe.encode_faces(photo)
-        width, height = canvas_size(aspect, self.native_size)
         result = self.pipe(
             prompt,
             face=encoding,
             identity_word=chosen_word(identity_word, custom_word),
             expression=chosen_expression(expression),
             identity_start=identity_start,
-            negative_prompt=negative_prompt or None,
-            num_inference_steps=int(steps),
-            guidance_scale=guidance,
-            num_images_per_prompt=len(seeds),
-            height=height,
-            width=width,
-            generator=seeded_generators(seeds),
-            callback_on_step_end=self._step_callback(session, int(steps), progress),
+            **sampling,
         )
         placed = result.prompts[0]
         notes = [note for note in (encoding.analyses[0].notice, placed.notice) if note]
-        captions = [f"seed {s} · {steps} steps · guidance {guidance} · {width}×{height} · {placed.text}" for s in seeds]
-        return self._finish(session, result.images, captions, notes, started)
+        return self._finish(run, result.images, placed.text, notes)
 
     @user_errors
     def generate_pair(
@@ -280,35 +310,20 @@ class PortraitService:
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """Two people, person A on the left of `split`, person B on the right."""
-        started = time.perf_counter()
-        session = request.session_hash if request else ""
-        self.stopping.discard(session)
-        seeds = self._request_options(num_images, steps, seed, randomize_seed)
+        run, sampling = self._start(request, progress, negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
         photos = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
         faces = [self.pipe.encode_faces(photo) for photo in photos]
         people = [
             Person(faces[0], identity_word_a or None, chosen_expression(expression_a)),
             Person(faces[1], identity_word_b or None, chosen_expression(expression_b)),
         ]
-        width, height = canvas_size(aspect, self.native_size)
-        result = generate_people(
-            self.pipe,
-            prompt,
-            people,
-            negative_prompt=negative_prompt or None,
-            num_inference_steps=int(steps),
-            guidance_scale=guidance,
-            num_images_per_prompt=len(seeds),
-            height=height,
-            width=width,
-            generator=seeded_generators(seeds),
-            split=split,
-            callback_on_step_end=self._step_callback(session, int(steps), progress),
-        )
-        notes = [f"{name}: the {'first' if p.identity_span == min(q.identity_span for q in result.prompts) else 'second'} "
-                 f"'{p.identity_word}', {describe_region(mask)}." for name, p, mask in zip("AB", result.prompts, result.regions)]
-        captions = [f"seed {s} · {steps} steps · guidance {guidance} · {width}×{height} · {result.prompts[0].text}" for s in seeds]
-        return self._finish(session, result.images, captions, notes, started)
+        result = generate_people(self.pipe, prompt, people, split=split, **sampling)
+        order = sorted(p.identity_span for p in result.prompts)
+        notes = [
+            f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {describe_region(mask)}."
+            for name, p, mask in zip("AB", result.prompts, result.regions)
+        ]
+        return self._finish(run, result.images, result.prompts[0].text, notes)
 
     def stop(self, request: gr.Request) -> None:
         self.stopping.add(request.session_hash)
