@@ -1,0 +1,1 @@
+"""PortraitBooth training: data format, losses, attention capture, the training script, evaluation."""

@@ -1,0 +1,75 @@
+"""Training configuration: one dataclass, one YAML per recipe (train/configs/), CLI overrides on top."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from portrait.prompts import EMOTION_WORDS, IDENTITY_WORDS
+
+DEFAULT_ECAC_LAYERS = ("down_blocks.1", "down_blocks.2", "mid_block", "up_blocks.1", "up_blocks.2")
+
+
+@dataclass
+class TrainConfig:
+    # models
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # or "random:tiny" / "random:sd15"
+    identity_encoder: str = "curricularface_ir101"
+    identity_checkpoint: str | None = None
+    feature_layer: str = "stage4"
+    identity_words: tuple[str, ...] = IDENTITY_WORDS
+    emotion_words: tuple[str, ...] = EMOTION_WORDS
+    # data
+    resolution: int = 512
+    text_only_fraction: float = 0.1  # caption kept, no face feature
+    unconditional_fraction: float = 0.1  # empty caption, no face
+    masked_noise_fraction: float = 0.5  # samples whose noise loss is taken inside the face mask only
+    flip_probability: float = 0.5
+    mask_kind: str = "face"  # "face" (paper) or "person" (ablation)
+    # losses (SPEC.md)
+    noise_weight: float = 1.0
+    identity_weight: float = 1.0  # L_id (DIP); 0 turns it off
+    localization_weight: float = 1.0  # L_loc (ECAC); 0 turns it off
+    identity_timestep_max: int = 250  # R_t
+    beta: float = 0.8
+    gamma: float = 0.1
+    lam: float = 0.001
+    mu: float = 0.01
+    ecac_layers: tuple[str, ...] = DEFAULT_ECAC_LAYERS
+    # optimisation
+    learning_rate: float = 1e-5
+    batch_size: int = 2  # per device
+    max_steps: int = 150_000
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    use_8bit_adam: bool = False
+    mixed_precision: str = "bf16"  # "no", "fp16", "bf16"
+    gradient_checkpointing: bool = True
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 10
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    validation_every: int = 5000
+    validation_prompts: tuple[str, ...] = ("a photo of a {word} in the snow", "a {word} wearing a hat, oil painting")
+    validation_steps: int = 50
+    num_workers: int = 4
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides) -> "TrainConfig":
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
+        return cls(**{key: tuple(value) if key in tuples else value for key, value in values.items()})
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}

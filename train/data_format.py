@@ -1,0 +1,81 @@
+"""The training set on disk: what data preparation writes and the training reader reads.
+
+    DIR/manifest.jsonl          one JSON object per sample (fields of `Sample`)
+    DIR/<shard>/<id>.png        target frame, RGB
+    DIR/<shard>/<id>.mask.png   face mask, L (255 = face), same size as the target
+    DIR/<shard>/<id>.ref.png    reference face, aligned 112×112 RGB (another frame of the same video)
+
+Every file is written under a temporary name and renamed, and a sample's manifest line is appended
+only after its files exist, so a killed writer never leaves a row pointing at half-written files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class Sample:
+    id: str
+    image: str
+    mask: str
+    reference: str
+    caption: str
+    identity_word: str
+    identity_span: tuple[int, int]
+    landmarks: list[list[float]]  # 5 × (x, y) in target pixels: eyes, nose, mouth corners
+    expression: str | None = None
+    expression_span: tuple[int, int] | None = None
+    person_mask: str | None = None  # L image, every non-background parsing label (mask ablation)
+    meta: dict = dataclasses.field(default_factory=dict)  # provenance: frames, word sources, scores
+
+
+def save_image_atomically(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    image.save(partial, format="PNG")
+    os.replace(partial, path)
+
+
+def write_sample(
+    root: Path,
+    sample: Sample,
+    image: Image.Image,
+    mask: Image.Image,
+    reference: Image.Image,
+    person_mask: Image.Image | None = None,
+) -> None:
+    """Write the sample's files, then append its manifest line (one write, flushed to disk)."""
+    for relative, picture in ((sample.image, image), (sample.mask, mask), (sample.reference, reference), (sample.person_mask, person_mask)):
+        if relative and picture is not None:
+            save_image_atomically(picture, root / relative)
+    line = json.dumps(dataclasses.asdict(sample), ensure_ascii=False) + "\n"
+    with open(root / MANIFEST, "a", encoding="utf-8") as manifest:
+        manifest.write(line)
+        manifest.flush()
+        os.fsync(manifest.fileno())
+
+
+def read_manifest(root: Path) -> list[Sample]:
+    """Every complete row; a last line cut short by a kill is ignored."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"No {MANIFEST} in {root}: prepare the data first (python -m train.prepare_celebvt)")
+    samples = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        row["identity_span"] = tuple(row["identity_span"])
+        row["expression_span"] = tuple(row["expression_span"]) if row.get("expression_span") else None
+        samples.append(Sample(**row))
+    return samples

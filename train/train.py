@@ -1,0 +1,298 @@
+"""Train PortraitBooth (UNet + STEA) with the paper's objective: L_noise + L_id (DIP) + L_loc (ECAC).
+
+    accelerate launch -m train.train --config train/configs/paper.yaml --data DIR --output_dir OUT
+    python -m train.train --config train/configs/tiny.yaml --data DIR --output_dir OUT --max_steps 20
+    ... --resume latest                       continue from the newest checkpoint in OUT
+
+The final weights land in OUT/final (unet/, stea/) and load with
+`PortraitBoothPipeline.from_pretrained(base, portrait_weights="OUT/final")`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from portrait.identity.encoder import IdentityEncoder
+from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
+from portrait.stea import STEA
+
+from .attention import AttentionStore, install_attention_capture
+from .checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+from .config import TrainConfig
+from .dataset import Draw, PortraitDataset, StepBatchSampler, collate
+from .losses import decoded_face_embedding, identity_loss, localization_loss, noise_loss, one_step_reverse
+
+logger = logging.getLogger("train")
+RANDOM_PREFIX = "random:"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, type=Path, help="recipe YAML (train/configs/)")
+    parser.add_argument("--data", required=True, type=Path, help="prepared training set (manifest.jsonl)")
+    parser.add_argument("--output_dir", required=True, type=Path)
+    parser.add_argument("--max_steps", type=int)
+    parser.add_argument("--resume", help="'latest' or a checkpoint folder")
+    parser.add_argument("--base", help="override the recipe's base model")
+    parser.add_argument("--identity_checkpoint", help="φ's .pth (default: the weights folder)")
+    parser.add_argument("--seed", type=int)
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Models:
+    unet: torch.nn.Module
+    stea: STEA
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    identity_encoder: IdentityEncoder
+    noise_scheduler: DDPMScheduler
+    base_scheduler_config: dict
+
+
+def build_models(config: TrainConfig) -> Models:
+    """The base pipeline's modules, φ, and a fresh STEA whose zero residual starts as plain SD."""
+    if config.base.startswith(RANDOM_PREFIX):
+        pipe = PortraitBoothPipeline.from_random_preset(config.base.removeprefix(RANDOM_PREFIX), seed=config.seed)
+        identity_encoder = pipe.identity_encoder
+    else:
+        identity_encoder = IdentityEncoder.from_checkpoint(
+            config.identity_encoder, config.feature_layer, config.identity_checkpoint
+        )
+        pipe = PortraitBoothPipeline.from_pretrained(config.base, identity_encoder=identity_encoder)
+    text_dim = pipe.text_encoder.config.hidden_size
+    torch.manual_seed(config.seed)  # STEA's first layer starts from the recipe's seed
+    stea = STEA(
+        text_dim=text_dim,
+        identity_dim=identity_encoder.feature_dim,
+        hidden_dim=text_dim,
+        identity_encoder=identity_encoder.config.architecture,
+        feature_layer=identity_encoder.config.feature_layer,
+        identity_words=tuple(config.identity_words),
+        emotion_words=tuple(config.emotion_words),
+    )
+    return Models(
+        unet=pipe.unet,
+        stea=stea,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        identity_encoder=identity_encoder,
+        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+        base_scheduler_config=dict(pipe.scheduler.config),
+    )
+
+
+class Objective:
+    """One step's losses for a batch; owns the frozen modules and the attention store."""
+
+    def __init__(self, models: Models, config: TrainConfig, store: AttentionStore | None, dtype: torch.dtype):
+        self.models, self.config, self.store, self.dtype = models, config, store, dtype
+        self.alphas_cumprod = models.noise_scheduler.alphas_cumprod
+
+    def __call__(self, unet, stea, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        models, config = self.models, self.config
+        device = batch["pixel_values"].device
+        with torch.no_grad():
+            latents = models.vae.encode(batch["pixel_values"].to(self.dtype)).latent_dist.sample(generator)
+            latents = latents * models.vae.config.scaling_factor
+            text = models.text_encoder(batch["input_ids"])[0]
+            reference = models.identity_encoder(batch["reference"].to(self.dtype))
+        noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+        steps = models.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
+        noisy = models.noise_scheduler.add_noise(latents, noise, timesteps)
+        condition = stea(text.float(), batch["face_token"], reference.features.float())
+        if self.store is not None:
+            self.store.token_indices = torch.stack([batch["identity_token"], batch["expression_token"]], dim=1)
+            self.store.latent_size = tuple(latents.shape[-2:])
+            self.store.maps.clear()
+        prediction = unet(noisy, timesteps, encoder_hidden_states=condition).sample
+        if models.noise_scheduler.config.prediction_type == "v_prediction":
+            target = models.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        zero = prediction.new_zeros(()).float()
+        losses = {"noise": noise_loss(prediction, target, batch["face_mask"], batch["masked_noise"])}
+        losses["localization"] = zero
+        if self.store is not None and self.store.maps:
+            sizes = {name: self.store.resolution(maps.shape[1]) for name, maps in self.store.maps.items()}
+            losses["localization"] = localization_loss(
+                self.store.maps, batch["face_mask"], sizes, config.beta, config.gamma, config.lam, config.mu
+            )
+        losses["identity"] = zero
+        applies = (timesteps <= config.identity_timestep_max) & (batch["face_token"] >= 0)
+        if config.identity_weight > 0 and applies.any():
+            estimate = one_step_reverse(noisy[applies], prediction[applies], self.alphas_cumprod[timesteps[applies].cpu()])
+            generated = decoded_face_embedding(
+                models.vae, models.identity_encoder, estimate.to(self.dtype), batch["landmarks"][applies]
+            )
+            losses["identity"] = identity_loss(generated, reference.embedding[applies], latents.shape[0])
+        losses["total"] = (
+            config.noise_weight * losses["noise"]
+            + config.identity_weight * losses["identity"]
+            + config.localization_weight * losses["localization"]
+        )
+        return losses
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """Every random draw of a step comes from here, so a resumed run repeats it exactly."""
+    return torch.Generator(device=device).manual_seed(int(np.random.SeedSequence((seed, step, rank)).generate_state(1)[0]))
+
+
+def validate(models: Models, unet, stea, dataset: PortraitDataset, config: TrainConfig, folder: Path, device) -> list:
+    """Fixed faces (the first references of the set) × the recipe's validation prompts."""
+    from diffusers import EulerDiscreteScheduler
+
+    pipe = PortraitBoothPipeline(
+        vae=models.vae,
+        text_encoder=models.text_encoder,
+        tokenizer=models.tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(models.base_scheduler_config),
+        stea=stea,
+        identity_encoder=models.identity_encoder,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for index, sample in enumerate(dataset.samples[:2]):
+        reference = dataset[Draw(index, 0)]["reference"][None].to(device, models.identity_encoder.dtype)
+        with torch.no_grad():
+            identity = models.identity_encoder(reference)
+        face = FaceEncoding(identity.features, identity.embedding)
+        word = dataset.word_map.get(sample.identity_word, sample.identity_word)
+        for number, template in enumerate(config.validation_prompts):
+            image = pipe(
+                template.format(word=word),
+                face=face,
+                identity_word=word,
+                num_inference_steps=config.validation_steps,
+                height=config.resolution,
+                width=config.resolution,
+                generator=torch.Generator().manual_seed(number),
+            ).images[0]
+            image.save(folder / f"face{index}-prompt{number}.png")
+            images.append(np.asarray(image))
+    return images
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = TrainConfig.load(
+        args.config, max_steps=args.max_steps, base=args.base, identity_checkpoint=args.identity_checkpoint, seed=args.seed
+    )
+    output = args.output_dir
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")),
+    )
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    device = accelerator.device
+    models = build_models(config)
+    for frozen in (models.vae, models.text_encoder, models.identity_encoder):
+        frozen.requires_grad_(False).eval().to(device)
+        if dtype != torch.float32:
+            frozen.to(dtype)
+    unet, stea = models.unet.train(), models.stea.train()
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        models.vae.enable_gradient_checkpointing()  # the DIP decode keeps its graph
+    store = install_attention_capture(unet, config.ecac_layers) if config.localization_weight > 0 else None
+    optimizer_class = torch.optim.AdamW
+    if config.use_8bit_adam:
+        import bitsandbytes
+
+        optimizer_class = bitsandbytes.optim.AdamW8bit
+    optimizer = optimizer_class(
+        [*unet.parameters(), *stea.parameters()],
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay,
+        eps=config.adam_epsilon,
+    )
+    lr_scheduler = get_scheduler("constant", optimizer)
+    start_step = 0
+    resume_from = resolve_resume(output, args.resume)
+    if resume_from is not None:
+        start_step = load_checkpoint(resume_from, unet, stea, optimizer, lr_scheduler)
+        logger.info("Resumed from %s at step %d", resume_from, start_step)
+    unet, stea, optimizer, lr_scheduler = accelerator.prepare(unet, stea, optimizer, lr_scheduler)
+    dataset = PortraitDataset(args.data, models.tokenizer, config)
+    sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, start_step, config.max_steps, accelerator.process_index)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
+    objective = Objective(models, config, store, dtype)
+    accelerator.init_trackers("portraitbooth", config={k: str(v) for k, v in config.to_dict().items()})
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    progress = tqdm(total=config.max_steps, initial=start_step, desc="training", disable=not accelerator.is_local_main_process)
+    parameters = [*unet.parameters(), *stea.parameters()]
+    for step, batch in zip(range(start_step, config.max_steps), loader):
+        started = time.perf_counter()
+        batch = {key: value.to(device) for key, value in batch.items()}
+        with accelerator.autocast():
+            losses = objective(unet, stea, batch, step_generator(config.seed, step, accelerator.process_index, device))
+        accelerator.backward(losses["total"])
+        accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        progress.update(1)
+        if done % config.log_every == 0 or done == config.max_steps:
+            values = {f"loss/{name}": float(value.detach()) for name, value in losses.items()}
+            values.update({"lr": lr_scheduler.get_last_lr()[0], "step_seconds": time.perf_counter() - started})
+            if torch.cuda.is_available():
+                values["gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            accelerator.log(values, step=done)
+            progress.set_postfix(loss=f"{values['loss/total']:.4f}")
+        if done % config.checkpoint_every == 0 or done == config.max_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(
+                    output, done, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea),
+                    optimizer, lr_scheduler, config.to_dict(), config.keep_checkpoints,
+                )  # fmt: skip
+        if accelerator.is_main_process and config.validation_every and done % config.validation_every == 0:
+            if store is not None:
+                store.token_indices = None  # plain SDPA while sampling
+            images = validate(
+                models, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea), dataset, config,
+                output / "validation" / f"step-{done:06d}", device,
+            )  # fmt: skip
+            for tracker in accelerator.trackers:
+                if tracker.name == "tensorboard":
+                    tracker.writer.add_images("validation", np.stack(images), done, dataformats="NHWC")
+            unet.train()
+    progress.close()
+    accelerator.wait_for_everyone()
+    final = output / "final"
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(unet).save_pretrained(final / "unet")
+        accelerator.unwrap_model(stea).save_pretrained(final / "stea")
+        logger.info("Weights written to %s (load with portrait_weights=%s)", final, final)
+    accelerator.end_training()
+    return final
+
+
+if __name__ == "__main__":
+    main()
