@@ -4,6 +4,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import inference  # noqa: E402
+import train_step  # noqa: E402
 
 
 def test_inference_benchmark_reports_the_contract_keys(capsys):
@@ -13,3 +14,10 @@ def test_inference_benchmark_reports_the_contract_keys(capsys):
     assert report["options"]["fp16"] == {"skipped": "CUDA only"} and report["options"]["dpm"]["steps"] == 1
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert last_line.startswith("{") and '"single_over_plain"' in last_line
+
+
+def test_train_step_benchmark_reports_every_combination(capsys):
+    report = train_step.main(["--preset", "tiny", "--steps", "1", "--json"])
+    assert set(report["combinations"]) == {"plain", "loc", "id", "all"} and report["device"] == "cpu"
+    assert report["combinations"]["plain"]["over_plain"] == 1.0 and report["all_over_plain"] > 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{"device": "cpu"')

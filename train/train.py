@@ -151,6 +151,73 @@ class Objective:
         return losses
 
 
+@dataclass
+class Session:
+    """Everything a training run steps: models on their devices, optimizer, LR schedule, objective."""
+
+    accelerator: Accelerator
+    config: TrainConfig
+    models: Models
+    unet: torch.nn.Module
+    stea: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    store: AttentionStore | None
+    dtype: torch.dtype
+    objective: Objective
+    start_step: int = 0
+
+    @classmethod
+    def start(cls, config: TrainConfig, accelerator: Accelerator, output: Path | None = None, resume: str | None = None) -> "Session":
+        """Frozen VAE, text encoder and φ in the mixed-precision dtype; UNet and STEA trainable; resumed if asked."""
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+        models = build_models(config)
+        for frozen in (models.vae, models.text_encoder, models.identity_encoder):
+            frozen.requires_grad_(False).eval().to(accelerator.device)
+            if dtype != torch.float32:
+                frozen.to(dtype)
+        unet, stea = models.unet.train(), models.stea.train()
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+            models.vae.enable_gradient_checkpointing()  # the DIP decode keeps its graph
+        store = install_attention_capture(unet, config.ecac_layers) if config.localization_weight > 0 else None
+        optimizer_class = torch.optim.AdamW
+        if config.use_8bit_adam:
+            import bitsandbytes
+
+            optimizer_class = bitsandbytes.optim.AdamW8bit
+        optimizer = optimizer_class(
+            [*unet.parameters(), *stea.parameters()],
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.adam_weight_decay,
+            eps=config.adam_epsilon,
+        )
+        lr_scheduler = get_scheduler("constant", optimizer)
+        start_step = 0
+        resume_from = resolve_resume(output, resume) if output is not None else None
+        if resume_from is not None:
+            start_step = load_checkpoint(resume_from, unet, stea, optimizer, lr_scheduler)
+            logger.info("Resumed from %s at step %d", resume_from, start_step)
+        unet, stea, optimizer, lr_scheduler = accelerator.prepare(unet, stea, optimizer, lr_scheduler)
+        objective = Objective(models, config, store, dtype)
+        return cls(accelerator, config, models, unet, stea, optimizer, lr_scheduler, store, dtype, objective, start_step)
+
+    def step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """One optimiser step on `batch`; its random draws depend only on (seed, step, rank)."""
+        accelerator = self.accelerator
+        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+        generator = step_generator(self.config.seed, step, accelerator.process_index, accelerator.device)
+        with accelerator.autocast():
+            losses = self.objective(self.unet, self.stea, batch, generator)
+        accelerator.backward(losses["total"])
+        accelerator.clip_grad_norm_([*self.unet.parameters(), *self.stea.parameters()], self.config.max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return losses
+
+
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
     """Every random draw of a step comes from here, so a resumed run repeats it exactly."""
     return torch.Generator(device=device).manual_seed(int(np.random.SeedSequence((seed, step, rank)).generate_state(1)[0]))
@@ -205,57 +272,21 @@ def main(argv: list[str] | None = None) -> Path:
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")),
     )
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    device = accelerator.device
-    models = build_models(config)
-    for frozen in (models.vae, models.text_encoder, models.identity_encoder):
-        frozen.requires_grad_(False).eval().to(device)
-        if dtype != torch.float32:
-            frozen.to(dtype)
-    unet, stea = models.unet.train(), models.stea.train()
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        models.vae.enable_gradient_checkpointing()  # the DIP decode keeps its graph
-    store = install_attention_capture(unet, config.ecac_layers) if config.localization_weight > 0 else None
-    optimizer_class = torch.optim.AdamW
-    if config.use_8bit_adam:
-        import bitsandbytes
-
-        optimizer_class = bitsandbytes.optim.AdamW8bit
-    optimizer = optimizer_class(
-        [*unet.parameters(), *stea.parameters()],
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.adam_weight_decay,
-        eps=config.adam_epsilon,
-    )
-    lr_scheduler = get_scheduler("constant", optimizer)
-    start_step = 0
-    resume_from = resolve_resume(output, args.resume)
-    if resume_from is not None:
-        start_step = load_checkpoint(resume_from, unet, stea, optimizer, lr_scheduler)
-        logger.info("Resumed from %s at step %d", resume_from, start_step)
-    unet, stea, optimizer, lr_scheduler = accelerator.prepare(unet, stea, optimizer, lr_scheduler)
+    session = Session.start(config, accelerator, output, args.resume)
+    models, store, dtype, device = session.models, session.store, session.dtype, accelerator.device
+    unet, stea, optimizer, lr_scheduler = session.unet, session.stea, session.optimizer, session.lr_scheduler
+    start_step = session.start_step
     dataset = PortraitDataset(args.data, models.tokenizer, config)
     sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, start_step, config.max_steps, accelerator.process_index)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
-    objective = Objective(models, config, store, dtype)
     accelerator.init_trackers("portraitbooth", config={k: str(v) for k, v in config.to_dict().items()})
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     progress = tqdm(total=config.max_steps, initial=start_step, desc="training", disable=not accelerator.is_local_main_process)
-    parameters = [*unet.parameters(), *stea.parameters()]
     for step, batch in zip(range(start_step, config.max_steps), loader):
         started = time.perf_counter()
-        batch = {key: value.to(device) for key, value in batch.items()}
-        with accelerator.autocast():
-            losses = objective(unet, stea, batch, step_generator(config.seed, step, accelerator.process_index, device))
-        accelerator.backward(losses["total"])
-        accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        losses = session.step(batch, step)
         done = step + 1
         progress.update(1)
         if done % config.log_every == 0 or done == config.max_steps:

@@ -1,0 +1,122 @@
+"""Training-step cost of each part of the objective: plain SD fine-tuning, + L_loc, + L_id, all three.
+
+Each combination trains the same models (same seed) on the same synthetic batches through the real
+training session (`train.train.Session`); the median step time (and peak GPU memory on CUDA) is
+printed with its ratio to plain fine-tuning. `--json` ends the output with one JSON line.
+
+    python benchmarks/train_step.py --preset tiny --json
+    python benchmarks/train_step.py --preset sd15 --device cuda --json      # 512², batch 2, bf16
+
+L_id runs only on samples with t ≤ R_t (about 44 % of batch-2 steps), so its average cost is what
+training pays; `peak_mem_gb` is taken over the steps, and `--worst-case` makes every sample pay it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from train.config import TrainConfig  # noqa: E402
+from train.dataset import PortraitDataset, StepBatchSampler, collate  # noqa: E402
+from train.synthetic import make_synthetic_set  # noqa: E402
+from train.train import Session  # noqa: E402
+
+COMBINATIONS = {
+    "plain": dict(identity_weight=0.0, localization_weight=0.0),
+    "loc": dict(identity_weight=0.0, localization_weight=1.0),
+    "id": dict(identity_weight=1.0, localization_weight=0.0),
+    "all": dict(identity_weight=1.0, localization_weight=1.0),
+}
+PRESETS = {
+    "tiny": dict(config="train/configs/tiny.yaml", resolution=64),
+    "sd15": dict(config="train/configs/paper.yaml", resolution=512, base="random:sd15"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=list(PRESETS), default="tiny")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per combination (after 2 warm-up steps)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--resolution", type=int)
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="default: bf16 on CUDA, no on CPU")
+    parser.add_argument("--worst-case", action="store_true", help="L_id on every sample (R_t = all timesteps)")
+    parser.add_argument("--json", action="store_true")
+    return parser.parse_args(argv)
+
+
+def measure(config: TrainConfig, data: Path, steps: int, device: str) -> dict:
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device == "cpu")
+    session = Session.start(config, accelerator)
+    dataset = PortraitDataset(data, session.models.tokenizer, config)
+    loader = DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), config.batch_size, 0, 0, steps + 2), collate_fn=collate)
+    cuda = accelerator.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for step, batch in enumerate(loader):
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        session.step(batch, step)
+        if cuda:
+            torch.cuda.synchronize()
+        if step >= 2:
+            times.append(time.perf_counter() - started)
+    result = {"step_s": round(statistics.median(times), 4), "mean_step_s": round(statistics.mean(times), 4)}
+    if cuda:
+        result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    accelerator.free_memory()
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    diffusers_logging.set_verbosity_error()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    preset = PRESETS[args.preset]
+    precision = args.mixed_precision or ("bf16" if device.startswith("cuda") else "no")
+    base = TrainConfig.load(
+        preset["config"],
+        base=preset.get("base"),
+        resolution=args.resolution or preset["resolution"],
+        batch_size=args.batch_size,
+        mixed_precision=precision,
+        num_workers=0,
+        identity_timestep_max=1000 if args.worst_case else None,
+    )
+    report = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu", "preset": args.preset}
+    report.update(resolution=base.resolution, batch_size=base.batch_size, mixed_precision=precision, combinations={})
+    with tempfile.TemporaryDirectory() as folder:
+        data = make_synthetic_set(folder, count=8, size=base.resolution)
+        for name, weights in COMBINATIONS.items():
+            result = measure(dataclasses.replace(base, **weights), data, args.steps, device)
+            report["combinations"][name] = result
+    plain = report["combinations"]["plain"]["mean_step_s"]
+    for name, result in report["combinations"].items():
+        result["over_plain"] = round(result["mean_step_s"] / plain, 3)
+        memory = f", peak {result['peak_mem_gb']:.2f} GiB" if "peak_mem_gb" in result else ""
+        print(f"{name:>5}: {result['mean_step_s']:.3f} s/step (median {result['step_s']:.3f}), {result['over_plain']:.2f}× plain{memory}")
+    report["all_over_plain"] = report["combinations"]["all"]["over_plain"]
+    if args.json:
+        print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
