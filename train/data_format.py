@@ -45,7 +45,7 @@ def save_image_atomically(image: Image.Image, path: Path) -> None:
     os.replace(partial, path)
 
 
-def write_sample(
+def write_sample_files(
     root: Path,
     sample: Sample,
     image: Image.Image,
@@ -53,28 +53,50 @@ def write_sample(
     reference: Image.Image,
     person_mask: Image.Image | None = None,
 ) -> None:
-    """Write the sample's files, then append its manifest line (one write, flushed to disk)."""
-    for relative, picture in ((sample.image, image), (sample.mask, mask), (sample.reference, reference), (sample.person_mask, person_mask)):
+    pictures = ((sample.image, image), (sample.mask, mask), (sample.reference, reference), (sample.person_mask, person_mask))
+    for relative, picture in pictures:
         if relative and picture is not None:
-            save_image_atomically(picture, root / relative)
-    line = json.dumps(dataclasses.asdict(sample), ensure_ascii=False) + "\n"
-    with open(root / MANIFEST, "a", encoding="utf-8") as manifest:
-        manifest.write(line)
-        manifest.flush()
-        os.fsync(manifest.fileno())
+            save_image_atomically(picture, Path(root) / relative)
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """One line in one write, flushed to disk: a kill can cut only the line being written."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(paths) -> list[dict]:
+    """Every complete row of the given files; a last line cut short by a kill is ignored."""
+    rows = []
+    for path in sorted(paths):
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def write_sample(root: Path, sample: Sample, image, mask, reference, person_mask=None) -> None:
+    """Write the sample's files, then append its manifest line."""
+    write_sample_files(root, sample, image, mask, reference, person_mask)
+    append_jsonl(Path(root) / MANIFEST, dataclasses.asdict(sample))
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """manifest.jsonl and the per-shard manifest-i-of-n.jsonl files."""
+    return sorted(Path(root).glob("manifest*.jsonl"))
 
 
 def read_manifest(root: Path) -> list[Sample]:
-    """Every complete row; a last line cut short by a kill is ignored."""
-    path = Path(root) / MANIFEST
-    if not path.is_file():
+    """Every complete row of every manifest file in `root`."""
+    files = manifest_files(root)
+    if not files:
         raise FileNotFoundError(f"No {MANIFEST} in {root}: prepare the data first (python -m train.prepare_celebvt)")
     samples = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for row in read_jsonl(files):
         row["identity_span"] = tuple(row["identity_span"])
         row["expression_span"] = tuple(row["expression_span"]) if row.get("expression_span") else None
         samples.append(Sample(**row))

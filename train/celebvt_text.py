@@ -1,0 +1,115 @@
+"""CelebV-Text annotations → the subject word, the expression word and a caption.
+
+CelebV-Text ships, per clip, one text file per category under `texts/<category>/<clip_id>.txt`
+(appearance details, action, emotion, light). The emotion text describes the clip over time, e.g.
+"neutral, happy" or "The woman is happy at first and then surprised."; its 8 classes are mapped to
+the engine's emotion words (portrait/prompts.py), and the emotion at the target frame's end of the
+clip is the one used.
+
+Captions come from a pluggable `Captioner`. The default, `AnnotationCaptioner`, writes
+"a photo of a <word>, <first appearance sentence>" from the dataset's own text, so no model is needed;
+a captioning model can be plugged in through the same interface.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from portrait.prompts import EMOTION_WORDS
+
+EMOTION_CATEGORY = "emotion"
+APPEARANCE_CATEGORIES = ("face40_details_new", "face40_details", "appearance")
+ACTION_CATEGORIES = ("action_dur", "action")
+
+# Words of CelebV-Text's emotion texts (8 classes, with their adjective and verb forms) → ours.
+EMOTION_SYNONYMS = {
+    "neutral": "neutral", "calm": "neutral", "expressionless": "neutral",
+    "happy": "happy", "happiness": "happy", "joy": "happy", "joyful": "happy",
+    "sad": "sad", "sadness": "sad", "unhappy": "sad",
+    "angry": "angry", "anger": "angry", "annoyed": "angry",
+    "surprised": "surprised", "surprise": "surprised", "astonished": "surprised",
+    "fear": "fearful", "fearful": "fearful", "afraid": "fearful", "scared": "fearful",
+    "disgust": "disgusted", "disgusted": "disgusted",
+    "contempt": "contemptuous", "contemptuous": "contemptuous", "scornful": "contemptuous",
+    "smile": "smiling", "smiles": "smiling", "smiling": "smiling",
+    "laugh": "laughing", "laughs": "laughing", "laughing": "laughing",
+    "serious": "serious",
+}  # fmt: skip
+MALE_WORDS = {"man", "men", "male", "he", "him", "his", "himself", "gentleman", "boy", "guy", "beard", "mustache", "moustache"}
+FEMALE_WORDS = {"woman", "women", "female", "she", "her", "hers", "herself", "lady", "girl"}
+_WORD = re.compile(r"[a-z]+")
+assert set(EMOTION_SYNONYMS.values()) <= set(EMOTION_WORDS)
+
+
+@dataclass(frozen=True)
+class SubjectWord:
+    word: str | None  # "man" / "woman", or None when the texts do not say
+    source: str  # which text decided, for the manifest's provenance
+
+
+def read_texts(root: Path, clip_id: str) -> dict[str, str]:
+    """Every category's text for one clip: {category: text}."""
+    texts = {}
+    for folder in sorted((root / "texts").glob("*")):
+        path = folder / f"{clip_id}.txt"
+        if path.is_file():
+            texts[folder.name] = path.read_text(encoding="utf-8", errors="replace").strip()
+    return texts
+
+
+def emotion_sequence(text: str) -> list[str]:
+    """Our emotion words in the order the text mentions them (repeats of the same word merged)."""
+    sequence: list[str] = []
+    for token in _WORD.findall(text.lower()):
+        word = EMOTION_SYNONYMS.get(token)
+        if word and (not sequence or sequence[-1] != word):
+            sequence.append(word)
+    return sequence
+
+
+def expression_at(texts: dict[str, str], at_end: bool) -> str | None:
+    """The emotion at the start or the end of the clip (where the target frame was taken)."""
+    sequence = emotion_sequence(texts.get(EMOTION_CATEGORY, ""))
+    if not sequence:
+        return None
+    return sequence[-1] if at_end else sequence[0]
+
+
+def subject_word(texts: dict[str, str]) -> SubjectWord:
+    """man / woman by majority of gendered words, appearance text first, then every other text."""
+    ordered = [c for c in APPEARANCE_CATEGORIES if c in texts] + [c for c in texts if c not in APPEARANCE_CATEGORIES]
+    for category in ordered:
+        tokens = Counter(_WORD.findall(texts[category].lower()))
+        male = sum(tokens[w] for w in MALE_WORDS)
+        female = sum(tokens[w] for w in FEMALE_WORDS)
+        if male != female:
+            return SubjectWord("man" if male > female else "woman", f"annotation:{category}")
+    return SubjectWord(None, "undecided")
+
+
+class Captioner(Protocol):
+    name: str
+
+    def caption(self, image: Image.Image, texts: dict[str, str], word: str) -> str:
+        """A caption of the target frame that names the subject with `word`."""
+
+
+class AnnotationCaptioner:
+    """"a photo of a <word>" plus the dataset's first appearance sentence, the subject made neutral."""
+
+    name = "annotation"
+
+    def caption(self, image: Image.Image, texts: dict[str, str], word: str) -> str:
+        detail = next((texts[c] for c in APPEARANCE_CATEGORIES if texts.get(c)), "")
+        sentence = re.split(r"(?<=[.!?])\s", detail.strip(), maxsplit=1)[0].rstrip(".!? ")
+        sentence = re.sub(r"^(the|this|a)\s+(man|woman|person|male|female|lady|gentleman|guy|girl|boy)\s+", "", sentence, flags=re.I)
+        sentence = re.sub(r"\b(he|she)\b", "they", sentence, flags=re.I)
+        sentence = re.sub(r"\b(his|her)\b", "their", sentence, flags=re.I)
+        base = f"a photo of a {word}"
+        return f"{base} who {sentence[0].lower()}{sentence[1:]}" if sentence else base

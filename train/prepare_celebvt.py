@@ -1,0 +1,326 @@
+"""CelebV-Text → single-subject training pairs (SPEC.md, "Data").
+
+    python -m train.prepare_celebvt --celebvt ROOT --out DIR [--workers N] [--shard i/n] [--limit N]
+
+ROOT holds `videos/<clip_id>.mp4` and `texts/<category>/<clip_id>.txt` as the dataset ships them.
+Per video: the target frame is the first or the last frame (a seeded coin per clip, recorded), the
+reference is a random frame of the middle half; both are read by seeking, not by decoding the video.
+A clip is skipped, with its reason, when it cannot be read, has no face or several faces of similar
+size, a face below the minimum size, a reference of another person (when an identity encoder is
+given), or texts that do not say whether the subject is a man or a woman.
+
+Output (train/data_format.py): DIR/manifest.jsonl (or manifest-i-of-n.jsonl per shard), the files in
+sharded folders, DIR/skipped*.jsonl, and a summary printed and written to DIR/summary.json. A rerun
+skips every clip already kept or skipped, so a killed run continues where it stopped and a finished
+set is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+from portrait.face.analyzer import FaceAnalyzer
+from portrait.face.detection import DetectedFace
+from portrait.face.parsing import FACE_LABELS, FaceParser
+from portrait.identity.encoder import IdentityEncoder
+from portrait.prompts import build_identity_prompt
+
+from .celebvt_text import AnnotationCaptioner, expression_at, read_texts, subject_word
+from .data_format import MANIFEST, Sample, append_jsonl, manifest_files, read_jsonl, read_manifest, write_sample_files
+
+logger = logging.getLogger("prepare")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+
+
+@dataclass
+class PrepareOptions:
+    seed: int = 0
+    min_face: int = 64  # pixels, shorter side of the face box in the source frame
+    similar_face_ratio: float = 0.5  # a second face at least this fraction of the largest's area: skip
+    same_person_threshold: float = 0.3  # cosine of φ embeddings, target vs reference
+    mask: str = "bisenet"  # "bisenet" (face parsing) or "landmarks" (ellipse; no weights needed)
+    detector: str = "auto"
+    identity_checkpoint: str | None = None  # enables the same-person check
+    identity_encoder: str = "curricularface_ir101"
+    weights_dir: str | None = None
+
+
+@dataclass
+class Outcome:
+    clip_id: str
+    sample: dict | None = None
+    reason: str | None = None
+    detail: str = ""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    index, count = (int(v) for v in text.split("/"))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard i/n needs 0 ≤ i < n, got {text}")
+    return index, count
+
+
+def list_clips(root: Path, shard: tuple[int, int]) -> list[Path]:
+    """This shard's videos: a stable split by clip-id hash, so shards never overlap."""
+    videos = sorted(p for p in (root / "videos").rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    index, count = shard
+    return [video for video in videos if _stable_hash(video.stem) % count == index]
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
+
+
+def read_frame(capture: cv2.VideoCapture, index: int) -> Image.Image | None:
+    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, frame = capture.read()
+    return Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)) if ok else None
+
+
+def pick_frames(clip_id: str, frame_count: int, seed: int) -> tuple[int, int, bool]:
+    """(target index, reference index, target at the end): a pure function of (seed, clip)."""
+    rng = np.random.default_rng((seed, _stable_hash(clip_id)))
+    at_end = bool(rng.random() < 0.5)
+    target = frame_count - 1 if at_end else 0
+    low, high = frame_count // 4, max(frame_count // 4 + 1, (3 * frame_count) // 4)
+    return target, int(rng.integers(low, high)), at_end
+
+
+class ClipProcessor:
+    """Turns one clip into a sample or a skip reason; one per worker process (models load once)."""
+
+    def __init__(self, root: Path, out: Path, options: PrepareOptions, device: str):
+        self.root, self.out, self.options = root, out, options
+        self.analyzer = FaceAnalyzer.load(options.detector, weights_dir=options.weights_dir, device=device)
+        self.parser = FaceParser.load(options.weights_dir, device) if options.mask == "bisenet" else None
+        self.encoder = None
+        if options.identity_checkpoint:
+            self.encoder = IdentityEncoder.from_checkpoint(
+                options.identity_encoder, "embedding", options.identity_checkpoint, options.weights_dir
+            ).to(device)
+        self.captioner = AnnotationCaptioner()
+
+    def __call__(self, video: Path) -> Outcome:
+        clip_id = video.stem
+        try:
+            return self._process(video, clip_id)
+        except Exception as error:  # noqa: BLE001 - one bad clip must not stop the set; it is listed
+            logger.debug("clip %s failed", clip_id, exc_info=True)
+            return Outcome(clip_id, reason="error", detail=f"{type(error).__name__}: {error}")
+
+    def _process(self, video: Path, clip_id: str) -> Outcome:
+        capture = cv2.VideoCapture(str(video))
+        try:
+            frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+            if frame_count < 2:
+                return Outcome(clip_id, reason="unreadable", detail="no frames could be read")
+            target_index, reference_index, at_end = pick_frames(clip_id, frame_count, self.options.seed)
+            target = self._read_near(capture, target_index, -1 if at_end else 1)
+            reference = read_frame(capture, reference_index)
+        finally:
+            capture.release()
+        if target is None or reference is None:
+            return Outcome(clip_id, reason="unreadable", detail="frames could not be decoded")
+        texts = read_texts(self.root, clip_id)
+        subject = subject_word(texts)
+        if subject.word is None:
+            return Outcome(clip_id, reason="unknown_subject_word")
+        target_face, reason = self._single_face(target)
+        if reason:
+            return Outcome(clip_id, reason=reason, detail="target frame")
+        reference_face, reason = self._single_face(reference)
+        if reason:
+            return Outcome(clip_id, reason=reason, detail="reference frame")
+        reference_analysis = self.analyzer.analyze(reference)
+        similarity = self._similarity(target, reference_analysis)
+        if similarity is not None and similarity < self.options.same_person_threshold:
+            return Outcome(clip_id, reason="different_person", detail=f"similarity {similarity:.2f}")
+        expression = expression_at(texts, at_end)
+        prompt = build_identity_prompt(self.captioner.caption(target, texts, subject.word), subject.word, expression=expression)
+        mask, person_mask = self._masks(target, target_face)
+        shard = f"{_stable_hash(clip_id) % 256:02x}"
+        sample = Sample(
+            id=clip_id,
+            image=f"{shard}/{clip_id}.png",
+            mask=f"{shard}/{clip_id}.mask.png",
+            reference=f"{shard}/{clip_id}.ref.png",
+            person_mask=f"{shard}/{clip_id}.person.png" if person_mask is not None else None,
+            caption=prompt.text,
+            identity_word=subject.word,
+            identity_span=prompt.identity_span,
+            expression=prompt.expression,
+            expression_span=prompt.expression_span,
+            landmarks=np.round(target_face.landmarks, 2).tolist(),
+            meta={
+                "target_frame": "last" if at_end else "first",
+                "target_index": target_index,
+                "reference_index": reference_index,
+                "identity_word_source": subject.source,
+                "caption_source": self.captioner.name,
+                "face_box": [round(v, 1) for v in target_face.box],
+                "same_person_similarity": None if similarity is None else round(similarity, 3),
+            },
+        )
+        reference_crop = reference_analysis.aligned_image()
+        write_sample_files(self.out, sample, target, mask, reference_crop, person_mask)
+        return Outcome(clip_id, sample=dataclasses.asdict(sample))
+
+    @staticmethod
+    def _read_near(capture: cv2.VideoCapture, index: int, direction: int) -> Image.Image | None:
+        """The frame at `index`, or the nearest readable one a few frames inward (frame counts lie)."""
+        for offset in range(8):
+            frame = read_frame(capture, index + direction * offset)
+            if frame is not None:
+                return frame
+        return None
+
+    def _single_face(self, frame: Image.Image) -> tuple[DetectedFace | None, str | None]:
+        _, faces = self.analyzer.detect(frame)
+        if not faces:
+            return None, "no_face"
+        if len(faces) > 1 and faces[1].area >= self.options.similar_face_ratio * faces[0].area:
+            return None, "several_faces"
+        if min(faces[0].width, faces[0].height) < self.options.min_face:
+            return None, "face_too_small"
+        return faces[0], None
+
+    def _similarity(self, target: Image.Image, reference) -> float | None:
+        if self.encoder is None:
+            return None
+        target_analysis = self.analyzer.analyze(target)
+        aligned = torch.stack([target_analysis.aligned, reference.aligned]).to(self.encoder.device, self.encoder.dtype)
+        with torch.no_grad():
+            embedding = self.encoder(aligned).embedding
+        return float(embedding[0] @ embedding[1])
+
+    def _masks(self, frame: Image.Image, face: DetectedFace) -> tuple[Image.Image, Image.Image | None]:
+        if self.parser is None:
+            return landmark_mask(frame.size, face), None
+        labels = self.parser.labels(frame, face)
+        face_mask = np.isin(labels, list(FACE_LABELS.values()))
+        return Image.fromarray(face_mask.astype(np.uint8) * 255), Image.fromarray((labels > 0).astype(np.uint8) * 255)
+
+
+def landmark_mask(size: tuple[int, int], face: DetectedFace) -> Image.Image:
+    """An ellipse through the face box: the stand-in for a parsing mask when no parser weights exist."""
+    mask = Image.new("L", size, 0)
+    x0, y0, x1, y1 = face.box
+    ImageDraw.Draw(mask).ellipse((x0, y0 + 0.05 * (y1 - y0), x1, y1), fill=255)
+    return mask
+
+
+_processor: ClipProcessor | None = None
+
+
+def _init_worker(root: Path, out: Path, options: PrepareOptions, device: str) -> None:
+    global _processor
+    torch.set_num_threads(1)
+    _processor = ClipProcessor(root, out, options, device)
+
+
+def _run_clip(video: Path) -> Outcome:
+    return _processor(video)
+
+
+def done_clips(out: Path) -> set[str]:
+    kept = {sample.id for sample in read_manifest(out)} if manifest_files(out) else set()
+    return kept | {row["clip_id"] for row in read_jsonl(out.glob("skipped*.jsonl"))}
+
+
+def summarize(out: Path) -> dict:
+    """Counts over everything in DIR (all shards): kept, skipped by reason, word and emotion histograms."""
+    samples = read_manifest(out) if manifest_files(out) else []
+    skipped = read_jsonl(out.glob("skipped*.jsonl"))
+    summary = {
+        "kept": len(samples),
+        "skipped": dict(Counter(row["reason"] for row in skipped)),
+        "identity_words": dict(Counter(sample.identity_word for sample in samples)),
+        "expressions": dict(Counter(sample.expression or "none" for sample in samples)),
+        "unreadable_or_failed": sorted(row["clip_id"] for row in skipped if row["reason"] in ("unreadable", "error")),
+    }
+    partial = out / ".summary.json.tmp"
+    partial.write_text(json.dumps(summary, indent=1))
+    os.replace(partial, out / "summary.json")
+    return summary
+
+
+def prepare(root: Path, out: Path, options: PrepareOptions, workers: int = 1, shard=(0, 1), limit: int | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if shard == (0, 1) else f"-{shard[0]}-of-{shard[1]}"
+    manifest, skipped = out / MANIFEST.replace(".jsonl", f"{suffix}.jsonl"), out / f"skipped{suffix}.jsonl"
+    finished = done_clips(out)
+    todo = [video for video in list_clips(root, shard) if video.stem not in finished]
+    if limit is not None:
+        todo = todo[:limit]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if todo:
+        bar = tqdm(total=len(todo), desc="videos", unit="video")
+        if workers > 1:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(workers, _init_worker, (root, out, options, device)) as pool:
+                for outcome in pool.imap_unordered(_run_clip, todo):
+                    _record(outcome, manifest, skipped)
+                    bar.update()
+        else:
+            processor = ClipProcessor(root, out, options, device)
+            for video in todo:
+                _record(processor(video), manifest, skipped)
+                bar.update()
+        bar.close()
+    return summarize(out)
+
+
+def _record(outcome: Outcome, manifest: Path, skipped: Path) -> None:
+    if outcome.sample is not None:
+        append_jsonl(manifest, outcome.sample)
+    else:
+        append_jsonl(skipped, {"clip_id": outcome.clip_id, "reason": outcome.reason, "detail": outcome.detail})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="CelebV-Text → PortraitBooth training pairs")
+    parser.add_argument("--celebvt", required=True, type=Path, help="folder with videos/ and texts/")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: this machine's share")
+    parser.add_argument("--limit", type=int, help="at most N new videos in this run")
+    parser.add_argument("--mask", choices=["bisenet", "landmarks"], default="bisenet")
+    parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
+    parser.add_argument("--identity-checkpoint", help="φ checkpoint: enables the same-person check")
+    parser.add_argument("--min-face", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights-dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    options = PrepareOptions(
+        seed=args.seed,
+        min_face=args.min_face,
+        mask=args.mask,
+        detector=args.detector,
+        identity_checkpoint=args.identity_checkpoint,
+        weights_dir=args.weights_dir,
+    )
+    summary = prepare(args.celebvt, args.out, options, args.workers, args.shard, args.limit)
+    skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(summary["skipped"].items())) or "none"
+    print(f"kept {summary['kept']}; skipped: {skipped}")
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
