@@ -112,29 +112,35 @@ def resolve_weight_file(weight: WeightFile, weights_dir: str | os.PathLike | Non
     )
 
 
-def resolve_pretrained(source: str | os.PathLike, what: str, required: tuple[str, ...] = BASE_MODEL_FILES) -> Path:
+def resolve_pretrained(
+    source: str | os.PathLike,
+    what: str,
+    required: tuple[str, ...] = BASE_MODEL_FILES,
+    extra_patterns: tuple[str, ...] = ("tokenizer/*",),
+) -> Path:
     """Local folder of a diffusers-format model given as a folder or a hub id.
 
     A hub id is looked up in the local Hugging Face cache first and downloaded only when the hub
-    answers. Either way the folder must hold every `required` file.
+    answers (the required files plus `extra_patterns`, e.g. tokenizer files whose names vary).
+    Either way the folder must hold every `required` file.
     """
     path = Path(source).expanduser()
     if not path.is_dir():
-        path = _hub_snapshot(str(source), what, required)
+        path = _hub_snapshot(str(source), what, [*required, *extra_patterns])
     missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise MissingWeightsError(f"{what} folder {path} lacks: {', '.join(missing)}")
     return path
 
 
-def _hub_snapshot(repo_id: str, what: str, required: tuple[str, ...]) -> Path:
+def _hub_snapshot(repo_id: str, what: str, patterns: list[str]) -> Path:
     if Path(repo_id).exists() or repo_id.count("/") != 1:
         raise MissingWeightsError(f"{what}: {repo_id} is neither a model folder nor a hub id (owner/name)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_download_patterns(required), local_files_only=True))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
     except LocalEntryNotFoundError:
         pass
     if hub_offline():
@@ -143,9 +149,4 @@ def _hub_snapshot(repo_id: str, what: str, required: tuple[str, ...]) -> Path:
             f"`huggingface-cli download {repo_id}` where it can, copy the cache here, or pass a local folder"
         )
     logger.info("Downloading %s from the Hugging Face hub", repo_id)
-    return Path(snapshot_download(repo_id, allow_patterns=_download_patterns(required)))
-
-
-def _download_patterns(required: tuple[str, ...]) -> list[str]:
-    """The required files plus every tokenizer file (their names differ between tokenizer versions)."""
-    return [*required, "tokenizer/*"]
+    return Path(snapshot_download(repo_id, allow_patterns=patterns))

@@ -1,0 +1,265 @@
+"""The paper's evaluation, one command per half: generate images, then score them.
+
+    python -m train.evaluate generate --subjects DIR --out RUN [--prompts FILE] [--images-per-prompt N]
+                                      [--checkpoint W | --baseline sd|untrained] [--preset tiny]
+    python -m train.evaluate score --run RUN [--preset tiny]
+
+DIR holds one reference photo per subject and `subjects.json` ({"file name": "man" | "woman" | word}).
+The prompt file (default train/eval_prompts.json) maps group names to prompts with a `{subject}`
+placeholder ("multi" prompts use `{subject_a}` and `{subject_b}`). Protocols: single (every subject ×
+every accessory/style/action prompt × N images), expression (the 11 emotion words per subject), multi
+(every pair of subjects × the multi prompts; faces matched greedily, a pair scores its worse match).
+
+The plan of images is a pure function of RUN/run.json, so both halves are resumable: existing images
+are not regenerated and scored images are not rescored. Scoring writes RUN/scores.csv (one row per
+image) and RUN/table.md (the paper's columns per method and protocol). Scoring can run on images of
+another method placed in the same layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from portrait.errors import PortraitError
+from portrait.images import load_image
+from portrait.multi import Person, generate_people
+from portrait.pipeline import PortraitBoothPipeline
+from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject_prompts
+
+from .metrics import MetricModels, geometric_mean, harmonic_mean, id_p, pair_score
+
+DEFAULT_PROMPTS = Path(__file__).with_name("eval_prompts.json")
+SINGLE_GROUPS = ("accessory", "style", "action")
+PROTOCOLS = ("single", "expression", "multi")
+SCORE_COLUMNS = ("file", "method", "protocol", "group", "subjects", "prompt", "seed", "id_pres", "clip_ti", "id_p",
+                 "face_detected", "expression", "expression_coefficient")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image of the plan."""
+
+    protocol: str
+    group: str
+    subjects: tuple[str, ...]
+    template: str
+    prompt_index: int
+    image_index: int
+    expression: str | None = None
+
+    @property
+    def file(self) -> str:
+        who = "+".join(Path(name).stem for name in self.subjects)
+        return f"images/{self.protocol}/{who}/{self.group}-{self.prompt_index:02d}-{self.image_index}.png"
+
+
+def plan(run: dict) -> list[Job]:
+    subjects, prompts, count = list(run["subjects"]), run["prompts"], run["images_per_prompt"]
+    jobs = []
+    if "single" in run["protocols"]:
+        for name, group in itertools.product(subjects, SINGLE_GROUPS):
+            for p, template in enumerate(prompts.get(group, [])):
+                jobs += [Job("single", group, (name,), template, p, i) for i in range(count)]
+    if "expression" in run["protocols"]:
+        for name in subjects:
+            for p, emotion in enumerate(EMOTION_WORDS):
+                jobs += [Job("expression", "expression", (name,), "a photo of {subject}", p, i, emotion) for i in range(count)]
+    if "multi" in run["protocols"]:
+        for pair in itertools.combinations(subjects, 2):
+            for p, template in enumerate(prompts.get("multi", [])):
+                jobs += [Job("multi", "multi", pair, template, p, i) for i in range(count)]
+    return jobs
+
+
+def prompt_text(job: Job, words: dict[str, str]) -> tuple[str, list]:
+    """The final prompt text and its placed identity prompts (for our pipeline's arguments)."""
+    if job.protocol == "multi":
+        a, b = (words[name] for name in job.subjects)
+        text = job.template.format(subject_a=f"a {a}", subject_b=f"a {b}")
+        return (placed := build_subject_prompts(text, [a, b], [None, None]))[0].text, placed
+    word = words[job.subjects[0]]
+    placed = build_identity_prompt(job.template.format(subject=f"a {word}"), word, expression=job.expression)
+    return placed.text, [placed]
+
+
+# ------------------------------------------------------------------ generation
+def build_pipeline(args: argparse.Namespace) -> PortraitBoothPipeline:
+    if args.preset == "tiny":
+        pipe = PortraitBoothPipeline.from_random_preset("tiny")
+    else:
+        pipe = PortraitBoothPipeline.from_pretrained(args.base, portrait_weights=args.checkpoint, weights_dir=args.weights_dir)
+        pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+    if args.baseline == "untrained":
+        torch.nn.init.zeros_(pipe.stea.fc2.weight)
+        torch.nn.init.zeros_(pipe.stea.fc2.bias)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(args: argparse.Namespace) -> Path:
+    out = args.out
+    words = json.loads((args.subjects / "subjects.json").read_text())
+    method = f"baseline-{args.baseline}" if args.baseline else ("checkpoint" if args.checkpoint else "portraitbooth")
+    run = {
+        "method": method,
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "base": args.base,
+        "preset": args.preset,
+        "subjects_dir": str(args.subjects.resolve()),
+        "subjects": words,
+        "prompts": json.loads(args.prompts.read_text()),
+        "protocols": args.protocols.split(","),
+        "images_per_prompt": args.images_per_prompt,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "seed": args.seed,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "run.json"
+    if run_file.exists() and json.loads(run_file.read_text()) != run:
+        raise SystemExit(f"{out} holds a run with other settings; use another --out or delete it")
+    run_file.write_text(json.dumps(run, indent=1))
+    todo = [job for job in plan(run) if not (out / job.file).exists()]
+    if not todo:
+        print(f"all {len(plan(run))} images of {out} exist")
+        return out
+    pipe = build_pipeline(args)
+    faces = {name: pipe.encode_faces(load_image(args.subjects / name)) for name in words}
+    plain = pipe.as_plain_pipeline() if args.baseline == "sd" else None
+    for job in tqdm(todo, desc="generating", unit="image"):
+        text, placed = prompt_text(job, words)
+        generator = torch.Generator("cpu").manual_seed(args.seed + job.image_index)
+        common = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, generator=generator)
+        if plain is not None:
+            image = plain(text, **common).images[0]
+        elif job.protocol == "multi":
+            people = [Person(faces[name], identity_word=p.identity_word) for name, p in zip(job.subjects, placed)]
+            image = generate_people(pipe, text, people, **common).images[0]
+        else:
+            image = pipe(text, face=faces[job.subjects[0]], identity_word=placed[0].identity_word, **common).images[0]
+        path = out / job.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.tmp")
+        image.save(partial, format="PNG")
+        os.replace(partial, path)
+    return out
+
+
+# ------------------------------------------------------------------ scoring
+def score(args: argparse.Namespace) -> list[dict]:
+    out = args.run
+    run = json.loads((out / "run.json").read_text())
+    metrics = MetricModels.tiny() if args.preset == "tiny" else MetricModels.load(args.weights_dir)
+    subjects_dir = Path(run["subjects_dir"])
+    references = {}
+    for name in run["subjects"]:
+        found = metrics.faces(load_image(subjects_dir / name))
+        if found.shape[0] == 0:
+            raise PortraitError(f"No face found in the reference photo {subjects_dir / name}")
+        references[name] = found[0]
+    scores_file = out / "scores.csv"
+    rows = list(csv.DictReader(scores_file.open())) if scores_file.exists() else []
+    scored = {row["file"] for row in rows}
+    jobs = [job for job in plan(run) if job.file not in scored and (out / job.file).exists()]
+    for job in tqdm(jobs, desc="scoring", unit="image"):
+        rows.append(score_image(job, run, metrics, references, out))
+    rows.sort(key=lambda row: row["file"])
+    partial = scores_file.with_name(".scores.csv.tmp")
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SCORE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(partial, scores_file)
+    (out / "table.md").write_text(markdown_table(rows, run))
+    return rows
+
+
+def score_image(job: Job, run: dict, metrics: MetricModels, references: dict, out: Path) -> dict:
+    image = Image.open(out / job.file).convert("RGB")
+    text, _ = prompt_text(job, run["subjects"])
+    clip_ti = metrics.clip_similarity(image, [text])[0]
+    if job.protocol == "multi":
+        found = metrics.faces(image)
+        stacked = torch.stack([references[name] for name in job.subjects])
+        identity = pair_score((found @ stacked.T).numpy(), len(job.subjects)) if found.shape[0] else 0.0
+        detected = found.shape[0] > 0
+    else:
+        identity, detected = metrics.identity(image, references[job.subjects[0]])
+    expression_coefficient = metrics.clip_similarity(image, [job.expression])[0] if job.expression else ""
+    return {
+        "file": job.file, "method": run["method"], "protocol": job.protocol, "group": job.group,
+        "subjects": "+".join(job.subjects), "prompt": text, "seed": run["seed"] + job.image_index,
+        "id_pres": round(identity, 5), "clip_ti": round(clip_ti, 5), "id_p": round(id_p(identity, clip_ti), 5),
+        "face_detected": int(detected), "expression": job.expression or "",
+        "expression_coefficient": "" if expression_coefficient == "" else round(expression_coefficient, 5),
+    }  # fmt: skip
+
+
+def markdown_table(rows: list[dict], run: dict) -> str:
+    lines = [
+        f"Method: {run['method']}" + (f" ({run['checkpoint']})" if run.get("checkpoint") else "")
+        + f"; {run['steps']} steps, guidance {run['guidance']}, seed {run['seed']}, {run['images_per_prompt']} image(s) per prompt.",
+        "",
+        "| Method | Protocol | Images | Id Pres | CLIP-TI | ID(P) | HM | GM | Face det. | Expr. coef. |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for protocol in PROTOCOLS:
+        chosen = [row for row in rows if row["protocol"] == protocol]
+        if not chosen:
+            continue
+        identity = mean(float(row["id_pres"]) for row in chosen)
+        text = mean(float(row["clip_ti"]) for row in chosen)
+        expression = [float(row["expression_coefficient"]) for row in chosen if row["expression_coefficient"] != ""]
+        expression_cell = f"{mean(expression):.3f}" if expression else "–"
+        lines.append(
+            f"| {run['method']} | {protocol} | {len(chosen)} | {identity:.3f} | {text:.3f} | "
+            f"{mean(float(row['id_p']) for row in chosen):.3f} | {harmonic_mean(identity, text):.3f} | "
+            f"{geometric_mean(identity, text):.3f} | {mean(int(row['face_detected']) for row in chosen):.2f} | "
+            f"{expression_cell} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate")
+    gen.add_argument("--subjects", required=True, type=Path)
+    gen.add_argument("--out", required=True, type=Path)
+    gen.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
+    gen.add_argument("--images-per-prompt", type=int, default=4)
+    which = gen.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", type=Path, help="PortraitBooth weights folder (stea/, unet/)")
+    which.add_argument("--baseline", choices=["sd", "untrained"], help="plain SD, or our pipeline with an untrained STEA")
+    gen.add_argument("--base", default="stable-diffusion-v1-5/stable-diffusion-v1-5")
+    gen.add_argument("--protocols", default=",".join(PROTOCOLS))
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--guidance", type=float, default=5.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--preset", choices=["tiny"], help="tiny random models, offline")
+    gen.add_argument("--weights-dir", type=Path)
+    sco = commands.add_parser("score")
+    sco.add_argument("--run", required=True, type=Path)
+    sco.add_argument("--preset", choices=["tiny"], help="randomly initialised metric networks, offline")
+    sco.add_argument("--weights-dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "generate":
+        return generate(args)
+    rows = score(args)
+    print((args.run / "table.md").read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
