@@ -10,12 +10,14 @@ from .errors import (
     PortraitError,
     PromptError,
 )
+from .identity.clip_features import ClipImageEncoder
 from .identity.encoder import IdentityEncoder
 from .pipeline import FaceEncoding, PortraitBoothPipeline, PortraitBoothPipelineOutput
 from .stea import STEA
 
 # diffusers finds saved components by importing this package and looking up their class names.
 __all__ = [
+    "ClipImageEncoder",
     "FaceEncoding",
     "FaceError",
     "FaceTooSmallError",

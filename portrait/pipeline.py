@@ -23,6 +23,7 @@ from diffusers.utils import BaseOutput
 
 from .errors import NoFaceError, OptionError
 from .face.analyzer import FaceAnalysis, FaceAnalyzer
+from .identity import load_identity_encoder
 from .identity.encoder import IdentityEncoder
 from .images import ImageInput
 from .loading import BASE_MODEL_ID, resolve_pretrained
@@ -117,7 +118,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
                 kwargs["stea"] = _untrained_stea(base)
             stea_config = kwargs["stea"].config
             if "identity_encoder" not in kwargs:
-                encoder = IdentityEncoder.from_checkpoint(
+                encoder = load_identity_encoder(
                     stea_config.identity_encoder, stea_config.feature_layer, identity_checkpoint, weights_dir
                 )
                 kwargs["identity_encoder"] = encoder.to(dtype) if dtype else encoder

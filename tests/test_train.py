@@ -107,3 +107,11 @@ def test_trained_weights_load_into_the_pipeline(tmp_path, data, astronaut):
     )
     pipe.set_progress_bar_config(disable=True)
     assert pipe.stea.is_trained and pipe(f"a photo of a woman", astronaut, num_inference_steps=2).images[0].size == (64, 64)
+
+
+@pytest.mark.slow
+def test_without_stea_ablation_fuses_clip_features(tmp_path, data):
+    recipe = write_config(tmp_path, fusion_encoder="clip_tiny")
+    final = main(["--config", str(recipe), "--data", str(data), "--output_dir", str(tmp_path / "run"), "--max_steps", "3"])
+    config = yaml.safe_load((final / "stea" / "config.json").read_text())
+    assert config["identity_encoder"] == "clip_tiny" and config["identity_dim"] == 32

@@ -17,7 +17,8 @@ DEFAULT_ECAC_LAYERS = ("down_blocks.1", "down_blocks.2", "mid_block", "up_blocks
 class TrainConfig:
     # models
     base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # or "random:tiny" / "random:sd15"
-    identity_encoder: str = "curricularface_ir101"
+    identity_encoder: str = "curricularface_ir101"  # φ: measures identity (L_id) and, by default, feeds STEA
+    fusion_encoder: str | None = None  # what STEA fuses instead of φ's feature ("clip_vit_l14": the w/o-STEA ablation)
     identity_checkpoint: str | None = None
     feature_layer: str = "stage4"
     identity_words: tuple[str, ...] = IDENTITY_WORDS

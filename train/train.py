@@ -26,6 +26,7 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from portrait.identity import load_identity_encoder
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 from portrait.stea import STEA
@@ -60,7 +61,8 @@ class Models:
     vae: torch.nn.Module
     text_encoder: torch.nn.Module
     tokenizer: object
-    identity_encoder: IdentityEncoder
+    identity_encoder: torch.nn.Module  # what STEA fuses (φ, or CLIP in the ablation): saved with the weights
+    loss_encoder: IdentityEncoder  # φ, which measures identity for L_id
     noise_scheduler: DDPMScheduler
     base_scheduler_config: dict
 
@@ -69,12 +71,11 @@ def build_models(config: TrainConfig) -> Models:
     """The base pipeline's modules, φ, and a fresh STEA whose zero residual starts as plain SD."""
     if config.base.startswith(RANDOM_PREFIX):
         pipe = PortraitBoothPipeline.from_random_preset(config.base.removeprefix(RANDOM_PREFIX), seed=config.seed)
-        identity_encoder = pipe.identity_encoder
+        loss_encoder = pipe.identity_encoder
     else:
-        identity_encoder = IdentityEncoder.from_checkpoint(
-            config.identity_encoder, config.feature_layer, config.identity_checkpoint
-        )
-        pipe = PortraitBoothPipeline.from_pretrained(config.base, identity_encoder=identity_encoder)
+        loss_encoder = load_identity_encoder(config.identity_encoder, config.feature_layer, config.identity_checkpoint)
+        pipe = PortraitBoothPipeline.from_pretrained(config.base, identity_encoder=loss_encoder)
+    identity_encoder = load_identity_encoder(config.fusion_encoder) if config.fusion_encoder else loss_encoder
     text_dim = pipe.text_encoder.config.hidden_size
     torch.manual_seed(config.seed)  # STEA's first layer starts from the recipe's seed
     stea = STEA(
@@ -93,6 +94,7 @@ def build_models(config: TrainConfig) -> Models:
         text_encoder=pipe.text_encoder,
         tokenizer=pipe.tokenizer,
         identity_encoder=identity_encoder,
+        loss_encoder=loss_encoder,
         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
         base_scheduler_config=dict(pipe.scheduler.config),
     )
@@ -113,6 +115,10 @@ class Objective:
             latents = latents * models.vae.config.scaling_factor
             text = models.text_encoder(batch["input_ids"])[0]
             reference = models.identity_encoder(batch["reference"].to(self.dtype))
+            if models.loss_encoder is not models.identity_encoder:
+                reference_identity = models.loss_encoder(batch["reference"].to(self.dtype)).embedding
+            else:
+                reference_identity = reference.embedding
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         steps = models.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
@@ -140,9 +146,9 @@ class Objective:
         if config.identity_weight > 0 and applies.any():
             estimate = one_step_reverse(noisy[applies], prediction[applies], self.alphas_cumprod[timesteps[applies].cpu()])
             generated = decoded_face_embedding(
-                models.vae, models.identity_encoder, estimate.to(self.dtype), batch["landmarks"][applies]
+                models.vae, models.loss_encoder, estimate.to(self.dtype), batch["landmarks"][applies]
             )
-            losses["identity"] = identity_loss(generated, reference.embedding[applies], latents.shape[0])
+            losses["identity"] = identity_loss(generated, reference_identity[applies], latents.shape[0])
         losses["total"] = (
             config.noise_weight * losses["noise"]
             + config.identity_weight * losses["identity"]
@@ -172,7 +178,7 @@ class Session:
         """Frozen VAE, text encoder and φ in the mixed-precision dtype; UNet and STEA trainable; resumed if asked."""
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
         models = build_models(config)
-        for frozen in (models.vae, models.text_encoder, models.identity_encoder):
+        for frozen in {models.vae, models.text_encoder, models.identity_encoder, models.loss_encoder}:
             frozen.requires_grad_(False).eval().to(accelerator.device)
             if dtype != torch.float32:
                 frozen.to(dtype)
@@ -183,8 +189,10 @@ class Session:
         store = install_attention_capture(unet, config.ecac_layers) if config.localization_weight > 0 else None
         optimizer_class = torch.optim.AdamW
         if config.use_8bit_adam:
-            import bitsandbytes
-
+            try:
+                import bitsandbytes
+            except ImportError as error:
+                raise SystemExit("use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from error
             optimizer_class = bitsandbytes.optim.AdamW8bit
         optimizer = optimizer_class(
             [*unet.parameters(), *stea.parameters()],
