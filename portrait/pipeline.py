@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import BaseOutput
 
-from .errors import NoFaceError, OptionError
+from .errors import MissingWeightsError, NoFaceError, OptionError
 from .face.analyzer import FaceAnalysis, FaceAnalyzer
 from .identity import load_identity_encoder
 from .identity.encoder import IdentityEncoder
@@ -110,9 +110,12 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         dtype = kwargs.get("torch_dtype")
         if portrait_weights is not None:
             weights = Path(portrait_weights)
-            kwargs.setdefault("stea", STEA.from_pretrained(weights / STEA_FOLDER, torch_dtype=dtype))
-            if (weights / UNET_FOLDER).is_dir():
-                kwargs.setdefault("unet", UNet2DConditionModel.from_pretrained(weights / UNET_FOLDER, torch_dtype=dtype))
+            if not (weights / STEA_FOLDER).is_dir():
+                raise MissingWeightsError(f"{weights} holds no {STEA_FOLDER}/ folder: not PortraitBooth weights")
+            if "stea" not in kwargs:
+                kwargs["stea"] = STEA.from_pretrained(weights / STEA_FOLDER, torch_dtype=dtype)
+            if "unet" not in kwargs and (weights / UNET_FOLDER).is_dir():
+                kwargs["unet"] = UNet2DConditionModel.from_pretrained(weights / UNET_FOLDER, torch_dtype=dtype)
         if not is_portrait_folder:
             if "stea" not in kwargs:
                 kwargs["stea"] = _untrained_stea(base)
