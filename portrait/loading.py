@@ -146,7 +146,7 @@ def _hub_snapshot(repo_id: str, what: str, patterns: list[str]) -> Path:
     if hub_offline():
         raise MissingWeightsError(
             f"{what} {repo_id} is not in the Hugging Face cache and the hub cannot be reached: run "
-            f"`huggingface-cli download {repo_id}` where it can, copy the cache here, or pass a local folder"
+            f"`hf download {repo_id}` where it can, copy the cache here, or pass a local folder"
         )
     logger.info("Downloading %s from the Hugging Face hub", repo_id)
     return Path(snapshot_download(repo_id, allow_patterns=patterns))

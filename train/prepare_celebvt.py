@@ -9,6 +9,9 @@ A clip is skipped, with its reason, when it cannot be read, has no face or sever
 size, a face below the minimum size, a reference of another person (when an identity encoder is
 given), or texts that do not say whether the subject is a man or a woman.
 
+Faces are detected for a batch of clips at once (`--batch-size`; frames of one size form one MTCNN
+batch, on the GPU when there is one); everything else runs per clip.
+
 Output (train/data_format.py): DIR/manifest.jsonl (or manifest-i-of-n.jsonl per shard), the files in
 sharded folders, DIR/skipped*.jsonl, and a summary printed and written to DIR/summary.json. A rerun
 skips every clip already kept or skipped, so a killed run continues where it stopped and a finished
@@ -34,13 +37,13 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from portrait.face.analyzer import FaceAnalyzer
+from portrait.face.analyzer import FaceAnalysis, FaceAnalyzer
 from portrait.face.detection import DetectedFace
 from portrait.face.parsing import FACE_LABELS, FaceParser
 from portrait.identity.encoder import IdentityEncoder
 from portrait.prompts import build_identity_prompt
 
-from .celebvt_text import AnnotationCaptioner, expression_at, read_texts, subject_word
+from .celebvt_text import AnnotationCaptioner, SubjectWord, expression_at, read_texts, subject_word
 from .data_format import MANIFEST, Sample, append_jsonl, manifest_files, read_jsonl, read_manifest, write_sample_files
 
 logger = logging.getLogger("prepare")
@@ -58,6 +61,20 @@ class PrepareOptions:
     identity_checkpoint: str | None = None  # enables the same-person check
     identity_encoder: str = "curricularface_ir101"
     weights_dir: str | None = None
+
+
+@dataclass
+class ClipFrames:
+    """A clip's two frames and texts, read and ready for face detection."""
+
+    clip_id: str
+    target: Image.Image
+    reference: Image.Image
+    target_index: int
+    reference_index: int
+    at_end: bool
+    texts: dict[str, str]
+    subject: SubjectWord
 
 
 @dataclass
@@ -102,7 +119,7 @@ def pick_frames(clip_id: str, frame_count: int, seed: int) -> tuple[int, int, bo
 
 
 class ClipProcessor:
-    """Turns one clip into a sample or a skip reason; one per worker process (models load once)."""
+    """Turns clips into samples or skip reasons; one per worker process (models load once)."""
 
     def __init__(self, root: Path, out: Path, options: PrepareOptions, device: str):
         self.root, self.out, self.options = root, out, options
@@ -115,15 +132,19 @@ class ClipProcessor:
             ).to(device)
         self.captioner = AnnotationCaptioner()
 
-    def __call__(self, video: Path) -> Outcome:
-        clip_id = video.stem
-        try:
-            return self._process(video, clip_id)
-        except Exception as error:  # noqa: BLE001 - one bad clip must not stop the set; it is listed
-            logger.debug("clip %s failed", clip_id, exc_info=True)
-            return Outcome(clip_id, reason="error", detail=f"{type(error).__name__}: {error}")
+    def process(self, videos: list[Path]) -> list[Outcome]:
+        """Read every clip's two frames, detect faces in all of them in one batch, then finish each clip."""
+        opened = [_guarded(video.stem, self._open, video) for video in videos]
+        clips = [clip for clip in opened if isinstance(clip, ClipFrames)]
+        faces = self.analyzer.detect_many([clip.target for clip in clips] + [clip.reference for clip in clips])
+        finished = {
+            clip.clip_id: _guarded(clip.clip_id, self._finish, clip, faces[i], faces[len(clips) + i])
+            for i, clip in enumerate(clips)
+        }
+        return [finished[clip.clip_id] if isinstance(clip, ClipFrames) else clip for clip in opened]
 
-    def _process(self, video: Path, clip_id: str) -> Outcome:
+    def _open(self, video: Path) -> ClipFrames | Outcome:
+        clip_id = video.stem
         capture = cv2.VideoCapture(str(video))
         try:
             frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
@@ -140,19 +161,23 @@ class ClipProcessor:
         subject = subject_word(texts)
         if subject.word is None:
             return Outcome(clip_id, reason="unknown_subject_word")
-        target_face, reason = self._single_face(target)
-        if reason:
-            return Outcome(clip_id, reason=reason, detail="target frame")
-        reference_face, reason = self._single_face(reference)
-        if reason:
-            return Outcome(clip_id, reason=reason, detail="reference frame")
-        reference_analysis = self.analyzer.analyze(reference)
-        similarity = self._similarity(target, reference_analysis)
+        return ClipFrames(clip_id, target, reference, target_index, reference_index, at_end, texts, subject)
+
+    def _finish(self, clip: ClipFrames, target_faces: list[DetectedFace], reference_faces: list[DetectedFace]) -> Outcome:
+        clip_id = clip.clip_id
+        for faces, which in ((target_faces, "target frame"), (reference_faces, "reference frame")):
+            reason = self._single_face_problem(faces)
+            if reason:
+                return Outcome(clip_id, reason=reason, detail=which)
+        target_face = target_faces[0]
+        reference_analysis = self.analyzer.analysis_of(clip.reference, reference_faces)
+        similarity = self._similarity(self.analyzer.analysis_of(clip.target, target_faces), reference_analysis)
         if similarity is not None and similarity < self.options.same_person_threshold:
             return Outcome(clip_id, reason="different_person", detail=f"similarity {similarity:.2f}")
-        expression = expression_at(texts, at_end)
-        prompt = build_identity_prompt(self.captioner.caption(target, texts, subject.word), subject.word, expression=expression)
-        mask, person_mask = self._masks(target, target_face)
+        word = clip.subject.word
+        expression = expression_at(clip.texts, clip.at_end)
+        prompt = build_identity_prompt(self.captioner.caption(clip.target, clip.texts, word), word, expression=expression)
+        mask, person_mask = self._masks(clip.target, target_face)
         shard = f"{_stable_hash(clip_id) % 256:02x}"
         sample = Sample(
             id=clip_id,
@@ -161,23 +186,22 @@ class ClipProcessor:
             reference=f"{shard}/{clip_id}.ref.png",
             person_mask=f"{shard}/{clip_id}.person.png" if person_mask is not None else None,
             caption=prompt.text,
-            identity_word=subject.word,
+            identity_word=word,
             identity_span=prompt.identity_span,
             expression=prompt.expression,
             expression_span=prompt.expression_span,
             landmarks=np.round(target_face.landmarks, 2).tolist(),
             meta={
-                "target_frame": "last" if at_end else "first",
-                "target_index": target_index,
-                "reference_index": reference_index,
-                "identity_word_source": subject.source,
+                "target_frame": "last" if clip.at_end else "first",
+                "target_index": clip.target_index,
+                "reference_index": clip.reference_index,
+                "identity_word_source": clip.subject.source,
                 "caption_source": self.captioner.name,
                 "face_box": [round(v, 1) for v in target_face.box],
                 "same_person_similarity": None if similarity is None else round(similarity, 3),
             },
         )
-        reference_crop = reference_analysis.aligned_image()
-        write_sample_files(self.out, sample, target, mask, reference_crop, person_mask)
+        write_sample_files(self.out, sample, clip.target, mask, reference_analysis.aligned_image(), person_mask)
         return Outcome(clip_id, sample=dataclasses.asdict(sample))
 
     @staticmethod
@@ -189,21 +213,20 @@ class ClipProcessor:
                 return frame
         return None
 
-    def _single_face(self, frame: Image.Image) -> tuple[DetectedFace | None, str | None]:
-        _, faces = self.analyzer.detect(frame)
+    def _single_face_problem(self, faces: list[DetectedFace]) -> str | None:
+        """Why these faces (largest first) do not make one usable subject; None when they do."""
         if not faces:
-            return None, "no_face"
+            return "no_face"
         if len(faces) > 1 and faces[1].area >= self.options.similar_face_ratio * faces[0].area:
-            return None, "several_faces"
+            return "several_faces"
         if min(faces[0].width, faces[0].height) < self.options.min_face:
-            return None, "face_too_small"
-        return faces[0], None
+            return "face_too_small"
+        return None
 
-    def _similarity(self, target: Image.Image, reference) -> float | None:
+    def _similarity(self, target: FaceAnalysis, reference: FaceAnalysis) -> float | None:
         if self.encoder is None:
             return None
-        target_analysis = self.analyzer.analyze(target)
-        aligned = torch.stack([target_analysis.aligned, reference.aligned]).to(self.encoder.device, self.encoder.dtype)
+        aligned = torch.stack([target.aligned, reference.aligned]).to(self.encoder.device, self.encoder.dtype)
         with torch.no_grad():
             embedding = self.encoder(aligned).embedding
         return float(embedding[0] @ embedding[1])
@@ -224,6 +247,15 @@ def landmark_mask(size: tuple[int, int], face: DetectedFace) -> Image.Image:
     return mask
 
 
+def _guarded(clip_id: str, work, *args):
+    """Run one clip's step; an exception becomes that clip's skip reason instead of stopping the set."""
+    try:
+        return work(*args)
+    except Exception as error:  # noqa: BLE001 - listed in skipped.jsonl with its message
+        logger.debug("clip %s failed", clip_id, exc_info=True)
+        return Outcome(clip_id, reason="error", detail=f"{type(error).__name__}: {error}")
+
+
 _processor: ClipProcessor | None = None
 
 
@@ -233,8 +265,8 @@ def _init_worker(root: Path, out: Path, options: PrepareOptions, device: str) ->
     _processor = ClipProcessor(root, out, options, device)
 
 
-def _run_clip(video: Path) -> Outcome:
-    return _processor(video)
+def _run_batch(videos: list[Path]) -> list[Outcome]:
+    return _processor.process(videos)
 
 
 def done_clips(out: Path) -> set[str]:
@@ -259,7 +291,15 @@ def summarize(out: Path) -> dict:
     return summary
 
 
-def prepare(root: Path, out: Path, options: PrepareOptions, workers: int = 1, shard=(0, 1), limit: int | None = None) -> dict:
+def prepare(
+    root: Path,
+    out: Path,
+    options: PrepareOptions,
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    limit: int | None = None,
+    batch_size: int = 8,
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     suffix = "" if shard == (0, 1) else f"-{shard[0]}-of-{shard[1]}"
     manifest, skipped = out / MANIFEST.replace(".jsonl", f"{suffix}.jsonl"), out / f"skipped{suffix}.jsonl"
@@ -268,28 +308,29 @@ def prepare(root: Path, out: Path, options: PrepareOptions, workers: int = 1, sh
     if limit is not None:
         todo = todo[:limit]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if todo:
+    batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    if batches:
         bar = tqdm(total=len(todo), desc="videos", unit="video")
         if workers > 1:
             context = multiprocessing.get_context("spawn")
             with context.Pool(workers, _init_worker, (root, out, options, device)) as pool:
-                for outcome in pool.imap_unordered(_run_clip, todo):
-                    _record(outcome, manifest, skipped)
-                    bar.update()
+                for outcomes in pool.imap_unordered(_run_batch, batches):
+                    _record(outcomes, manifest, skipped, bar)
         else:
             processor = ClipProcessor(root, out, options, device)
-            for video in todo:
-                _record(processor(video), manifest, skipped)
-                bar.update()
+            for batch in batches:
+                _record(processor.process(batch), manifest, skipped, bar)
         bar.close()
     return summarize(out)
 
 
-def _record(outcome: Outcome, manifest: Path, skipped: Path) -> None:
-    if outcome.sample is not None:
-        append_jsonl(manifest, outcome.sample)
-    else:
-        append_jsonl(skipped, {"clip_id": outcome.clip_id, "reason": outcome.reason, "detail": outcome.detail})
+def _record(outcomes: list[Outcome], manifest: Path, skipped: Path, bar) -> None:
+    for outcome in outcomes:
+        if outcome.sample is not None:
+            append_jsonl(manifest, outcome.sample)
+        else:
+            append_jsonl(skipped, {"clip_id": outcome.clip_id, "reason": outcome.reason, "detail": outcome.detail})
+        bar.update()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -299,6 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: this machine's share")
     parser.add_argument("--limit", type=int, help="at most N new videos in this run")
+    parser.add_argument("--batch-size", type=int, default=8, help="videos whose frames share one detector batch")
     parser.add_argument("--mask", choices=["bisenet", "landmarks"], default="bisenet")
     parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
     parser.add_argument("--identity-checkpoint", help="φ checkpoint: enables the same-person check")
@@ -315,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
         identity_checkpoint=args.identity_checkpoint,
         weights_dir=args.weights_dir,
     )
-    summary = prepare(args.celebvt, args.out, options, args.workers, args.shard, args.limit)
+    summary = prepare(args.celebvt, args.out, options, args.workers, args.shard, args.limit, args.batch_size)
     skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(summary["skipped"].items())) or "none"
     print(f"kept {summary['kept']}; skipped: {skipped}")
     print(json.dumps(summary))

@@ -45,6 +45,9 @@ class FaceDetector(Protocol):
     def detect(self, image: Image.Image) -> list[DetectedFace]:
         """All faces in an RGB image, in no particular order."""
 
+    def detect_batch(self, images: list[Image.Image]) -> list[list[DetectedFace]]:
+        """`detect` for several images; batched on the accelerator where the detector allows."""
+
 
 class MTCNNDetector:
     """facenet-pytorch's MTCNN. Its first pyramid level needs a side of at least `min_face_size`."""
@@ -59,17 +62,26 @@ class MTCNNDetector:
         self.model = MTCNN(keep_all=True, min_face_size=min_face_size, device=torch.device(device))
 
     def detect(self, image: Image.Image) -> list[DetectedFace]:
-        if min(image.size) < self.min_face_size:
-            return []  # MTCNN itself raises on such images; no face fits in them anyway
-        with torch.inference_mode():
-            boxes, scores, landmarks = self.model.detect(image, landmarks=True)
-        if boxes is None:
-            return []
-        return [
-            DetectedFace(tuple(float(v) for v in box), np.asarray(points, dtype=np.float32), float(score))
-            for box, score, points in zip(boxes, scores, landmarks)
-            if score >= self.min_score
-        ]
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: list[Image.Image]) -> list[list[DetectedFace]]:
+        """Images of one size go through MTCNN as one batch; the rest one by one."""
+        results: list[list[DetectedFace]] = [[] for _ in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            if min(image.size) >= self.min_face_size:  # MTCNN itself raises on smaller images
+                by_size.setdefault(image.size, []).append(index)
+        for indices in by_size.values():
+            with torch.inference_mode():
+                boxes, scores, landmarks = self.model.detect([images[i] for i in indices], landmarks=True)
+            for index, image_boxes, image_scores, image_points in zip(indices, boxes, scores, landmarks):
+                if image_boxes is not None:
+                    results[index] = [
+                        DetectedFace(tuple(float(v) for v in box), np.asarray(points, dtype=np.float32), float(score))
+                        for box, score, points in zip(image_boxes, image_scores, image_points)
+                        if score >= self.min_score
+                    ]
+        return results
 
 
 class RetinaFaceDetector:
@@ -96,6 +108,9 @@ class RetinaFaceDetector:
             DetectedFace(tuple(float(v) for v in row[:4]), row[5:15].reshape(5, 2).astype(np.float32), float(row[4]))
             for row in rows
         ]
+
+    def detect_batch(self, images: list[Image.Image]) -> list[list[DetectedFace]]:
+        return [self.detect(image) for image in images]  # RetinaFace resizes per image; no common batch
 
 
 def load_detector(
