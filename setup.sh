@@ -4,7 +4,6 @@
 #   bash setup.sh --test   also what the tests need: Playwright and Debian's chromium (apt-get)
 set -euo pipefail
 cd "$(dirname "$0")"
-python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 requirements=requirements.txt
 if [ "${1:-}" = "--test" ]; then
   requirements=requirements-test.txt

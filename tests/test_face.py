@@ -98,3 +98,23 @@ def test_auto_detector_without_weights_is_mtcnn_and_missing_retinaface_is_named(
     assert isinstance(load_detector("auto", weights_dir=tmp_path), MTCNNDetector)
     with pytest.raises(MissingWeightsError, match="detection_Resnet50_Final.pth"):
         load_detector("retinaface", weights_dir=tmp_path)
+
+
+def test_batched_detection_matches_one_by_one(analyzer, astronaut):
+    images = [astronaut, Image.new("RGB", (512, 512), "white"), astronaut.transpose(Image.FLIP_LEFT_RIGHT), astronaut.resize((300, 300))]
+    batched = analyzer.detect_many(images)
+    single = [analyzer.detect(image)[1] for image in images]
+    assert [len(faces) for faces in batched] == [len(faces) for faces in single] == [1, 0, 1, 1]
+    for many, one in zip(batched, single):
+        for a, b in zip(many, one):
+            np.testing.assert_allclose(a.box, b.box, atol=0.5)
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.5)
+
+
+def test_auto_detector_without_facenet_pytorch_asks_for_retinaface(tmp_path, offline, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "facenet_pytorch" else real_find_spec(name, *a))
+    with pytest.raises(MissingWeightsError, match="detection_Resnet50_Final.pth"):
+        load_detector("auto", weights_dir=tmp_path)

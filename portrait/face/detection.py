@@ -6,6 +6,7 @@ Landmark order: left eye, right eye, nose, left and right mouth corner, as seen 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,11 +118,13 @@ def load_detector(
     name: str = "auto", weights_dir: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> FaceDetector:
     """`retinaface` (weights file or facexlib download), `mtcnn` (no download), or `auto`:
-    RetinaFace when its weights are already here, else MTCNN."""
+    RetinaFace when its weights are already here, else MTCNN when facenet-pytorch is installed (a
+    Hugging Face Space installs only requirements.txt, without it), else RetinaFace."""
     folder = weights_dir_or_default(weights_dir)
     retinaface = FACEXLIB_WEIGHTS["retinaface"]
     if name == "auto":
-        name = "retinaface" if (folder / retinaface.filename).is_file() else "mtcnn"
+        use_mtcnn = not (folder / retinaface.filename).is_file() and importlib.util.find_spec("facenet_pytorch")
+        name = "mtcnn" if use_mtcnn else "retinaface"
         logger.info("Face detector: %s", name)
     if name == "retinaface":
         return RetinaFaceDetector(resolve_weight_file(retinaface, folder), device=device)
