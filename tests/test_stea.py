@@ -1,6 +1,5 @@
 import math
 
-import pytest
 import torch
 
 from portrait.stea import NO_IDENTITY, STEA

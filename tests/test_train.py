@@ -106,7 +106,7 @@ def test_trained_weights_load_into_the_pipeline(tmp_path, data, astronaut):
         tmp_path / "base", portrait_weights=output / "final", identity_encoder=base.identity_encoder
     )
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.stea.is_trained and pipe(f"a photo of a woman", astronaut, num_inference_steps=2).images[0].size == (64, 64)
+    assert pipe.stea.is_trained and pipe("a photo of a woman", astronaut, num_inference_steps=2).images[0].size == (64, 64)
 
 
 @pytest.mark.slow
@@ -115,3 +115,20 @@ def test_without_stea_ablation_fuses_clip_features(tmp_path, data):
     final = main(["--config", str(recipe), "--data", str(data), "--output_dir", str(tmp_path / "run"), "--max_steps", "3"])
     config = yaml.safe_load((final / "stea" / "config.json").read_text())
     assert config["identity_encoder"] == "clip_tiny" and config["identity_dim"] == 32
+
+
+@pytest.mark.slow
+def test_two_processes_through_accelerate_and_resume(tmp_path, data):
+    """DDP over two CPU processes (gloo): the multi-GPU path, and a resume across it."""
+    import subprocess
+    import sys
+
+    recipe = write_config(tmp_path)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.train", "--config", str(recipe),
+              "--data", str(data), "--output_dir", str(tmp_path / "ddp")]  # fmt: skip
+    for steps, extra in (("4", []), ("6", ["--resume", "latest"])):
+        done = subprocess.run([*launch, "--max_steps", steps, *extra], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "Resumed from" in done.stderr + done.stdout
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step-000004", "step-000006"]

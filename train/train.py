@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> Path:
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")),
     )
     session = Session.start(config, accelerator, output, args.resume)
-    models, store, dtype, device = session.models, session.store, session.dtype, accelerator.device
+    models, store, device = session.models, session.store, accelerator.device
     unet, stea, optimizer, lr_scheduler = session.unet, session.stea, session.optimizer, session.lr_scheduler
     start_step = session.start_step
     dataset = PortraitDataset(args.data, models.tokenizer, config)
