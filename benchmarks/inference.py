@@ -8,8 +8,9 @@ per-image seconds and their ratios are printed; `--json` ends the output with on
     python benchmarks/inference.py --preset tiny --json
     python benchmarks/inference.py --device cuda --preset sd15 --options all --json
 
-`--preset sd15` uses the real weights when `--base` (and optionally `--portrait-weights`) are
-given and present, else Stable Diffusion 1.5's architecture with random weights, which times the same.
+`--preset sd15` uses the real weights when they are here (`--base`, default the hub id in the cache,
+and `--portrait-weights`), else Stable Diffusion 1.5's architecture with random weights, which times
+the same; the report says which ("weights").
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffusers import DPMSolverMultistepScheduler  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
+from portrait.errors import MissingWeightsError  # noqa: E402
 from portrait.examples import example_face  # noqa: E402
+from portrait.loading import BASE_MODEL_ID  # noqa: E402
 from portrait.multi import Person, generate_people  # noqa: E402
 from portrait.pipeline import PortraitBoothPipeline  # noqa: E402
 from portrait.runtime import pick_device, pick_dtype  # noqa: E402
@@ -59,19 +62,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="default: the preset's native size (64 tiny, 512 sd15)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each mode, alternating")
     parser.add_argument("--options", default="", help=f"comma list of {','.join(OPTIONS)}, or 'all'")
-    parser.add_argument("--base", help="sd15: real base model (hub id or folder)")
+    parser.add_argument("--base", default=BASE_MODEL_ID, help="sd15: the real base model used when present (hub id or folder)")
     parser.add_argument("--portrait-weights", type=Path)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     return parser.parse_args(argv)
 
 
-def build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> PortraitBoothPipeline:
-    if args.base:
-        pipe = PortraitBoothPipeline.from_pretrained(args.base, portrait_weights=args.portrait_weights, torch_dtype=dtype)
-    else:
+def build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[PortraitBoothPipeline, str]:
+    """The pipeline and which weights it has: sd15 takes the real ones when they are here."""
+    pipe, weights = None, "random"
+    if args.preset == "sd15":
+        try:
+            pipe = PortraitBoothPipeline.from_pretrained(args.base, portrait_weights=args.portrait_weights, torch_dtype=dtype)
+            weights = "real"
+        except MissingWeightsError as error:
+            print(f"real weights not found ({error}); timing the same architecture with random weights")
+    if pipe is None:
         pipe = PortraitBoothPipeline.from_random_preset(args.preset, seed=0)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
+    return pipe.to(device=device, dtype=dtype), weights
 
 
 def apply_option(
@@ -154,9 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
     diffusers_logging.set_verbosity_error()
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    pipe = build(args, device, dtype)
+    pipe, weights = build(args, device, dtype)
     settings = Settings(steps=args.steps, size=args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor)
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "preset": args.preset}
+    report["weights"] = weights
     report["dtype"] = str(dtype).removeprefix("torch.")
     report.update(measure(pipe, settings, device, args.runs))
     print(
@@ -172,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         if option in CUDA_ONLY and device.type != "cuda":
             report["options"][option] = {"skipped": "CUDA only"}
             continue
-        fresh = build(args, device, dtype)
+        fresh, _ = build(args, device, dtype)
         option_settings = apply_option(option, fresh, settings, device, args.fast_steps)
         measured = measure(fresh, option_settings, device, args.runs)
         measured["single_speedup"] = round(report["single_s"] / measured["single_s"], 3)
