@@ -195,6 +195,15 @@ class PortraitService:
         return images
 
     # ------------------------------------------------------------------ generation
+    def _request_pipeline(self) -> PortraitBoothPipeline:
+        """The shared models with this request's own scheduler and stop flag, so that several
+        generations may run at once (--concurrency) without stepping on each other's state."""
+        scheduler = self.pipe.scheduler.from_config(self.pipe.scheduler.config)
+        pipe = PortraitBoothPipeline(**{**self.pipe.components, "scheduler": scheduler})
+        pipe.face_analyzer = self.pipe.face_analyzer
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     def _start(
         self,
         request: gr.Request | None,
@@ -273,8 +282,9 @@ class PortraitService:
         """One person: a gallery of (image, caption) and a note on what happened."""
         run, sampling = self._start(request, progress, negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
         (photo,) = self._faces([face], [remembered_face], ["your"])
-        encoding = self.pipe.encode_faces(photo)
-        result = self.pipe(
+        pipe = self._request_pipeline()
+        encoding = pipe.encode_faces(photo)
+        result = pipe(
             prompt,
             face=encoding,
             identity_word=chosen_word(identity_word, custom_word),
@@ -312,12 +322,13 @@ class PortraitService:
         """Two people, person A on the left of `split`, person B on the right."""
         run, sampling = self._start(request, progress, negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
         photos = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
-        faces = [self.pipe.encode_faces(photo) for photo in photos]
+        pipe = self._request_pipeline()
+        faces = [pipe.encode_faces(photo) for photo in photos]
         people = [
             Person(faces[0], identity_word_a or None, chosen_expression(expression_a)),
             Person(faces[1], identity_word_b or None, chosen_expression(expression_b)),
         ]
-        result = generate_people(self.pipe, prompt, people, split=split, **sampling)
+        result = generate_people(pipe, prompt, people, split=split, **sampling)
         order = sorted(p.identity_span for p in result.prompts)
         notes = [
             f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {describe_region(mask)}."
