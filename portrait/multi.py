@@ -137,7 +137,8 @@ def generate_people(
     ]
     device = pipe._execution_device
     do_cfg = guidance_scale > 1
-    text, negative = pipe.encode_prompt([prompts[0].text], device, num_images_per_prompt, do_cfg, negative_prompt)
+    negative_prompts = [negative_prompt] if negative_prompt is not None else None
+    text, negative = pipe.encode_prompt([prompts[0].text], device, num_images_per_prompt, do_cfg, negative_prompts)
     person_conditions = [pipe.add_identity(text, [p], person.face, num_images_per_prompt) for p, person in zip(prompts, people)]
     scene = text
     for identity_prompt, person in zip(prompts, people):

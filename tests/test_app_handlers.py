@@ -82,3 +82,13 @@ def test_uploads_are_deleted_only_inside_the_upload_folder(tmp_path, monkeypatch
     assert first is again and first.size == kept.size == (512, 512)
     assert not (uploads / "hash").exists() and (elsewhere / "me.png").exists()
     assert reader.read([str(uploads / "hash" / "me.png")])[0] is first  # in memory a while, never on disk
+
+
+def test_pair_with_every_option_set(service, astronaut):
+    gallery, info = service.generate_pair(
+        None, None, "a photo of a woman and a man at a bar", identity_word_a="woman", expression_a="happy",
+        identity_word_b="man", expression_b="sad", split=0.4, negative_prompt="blurry", num_images=2, seed=3,
+        randomize_seed=False, steps=2, aspect="Wide 3:2", remembered_face_a=astronaut, remembered_face_b=astronaut,
+    )  # fmt: skip
+    assert len(gallery) == 2 and gallery[0][0].size == (80, 48) and gallery[1][1].startswith("seed 4 · 2 steps")
+    assert "A: the first 'woman', x 0.00–0.40" in info and "B: the second 'man'" in info

@@ -66,6 +66,10 @@ def test_two_people_are_deterministic_and_faces_matter(tiny_pipe, two_faces):
     assert not np.array_equal(first, pair(tiny_pipe, two_faces[::-1]))
 
 
+def test_negative_prompt_changes_the_picture(tiny_pipe, two_faces):
+    assert not np.array_equal(pair(tiny_pipe, two_faces, negative_prompt="blurry"), pair(tiny_pipe, two_faces))
+
+
 def test_box_and_mask_regions_give_the_same_picture(tiny_pipe, two_faces):
     boxes = ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0))
     left = np.zeros((64, 64), np.float32)
