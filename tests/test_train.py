@@ -132,3 +132,12 @@ def test_two_processes_through_accelerate_and_resume(tmp_path, data):
         assert done.returncode == 0, done.stderr[-2000:]
     assert "Resumed from" in done.stderr + done.stdout
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step-000004", "step-000006"]
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_with_validation(tmp_path, data):
+    """Frozen modules in bf16 beside fp32 trained ones, as on a GPU; CPU autocast runs the same code."""
+    recipe = write_config(tmp_path, mixed_precision="bf16", validation_every=2)
+    final = main(["--config", str(recipe), "--data", str(data), "--output_dir", str(tmp_path / "bf16"), "--max_steps", "2"])
+    assert (final / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert len(list((tmp_path / "bf16" / "validation" / "step-000002").glob("*.png"))) == 4

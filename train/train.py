@@ -314,10 +314,11 @@ def main(argv: list[str] | None = None) -> Path:
         if accelerator.is_main_process and config.validation_every and done % config.validation_every == 0:
             if store is not None:
                 store.token_indices = None  # plain SDPA while sampling
-            images = validate(
-                models, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea), dataset, config,
-                output / "validation" / f"step-{done:06d}", device,
-            )  # fmt: skip
+            with accelerator.autocast():  # fp32 trained modules beside bf16/fp16 frozen ones
+                images = validate(
+                    models, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea), dataset, config,
+                    output / "validation" / f"step-{done:06d}", device,
+                )  # fmt: skip
             for tracker in accelerator.trackers:
                 if tracker.name == "tensorboard":
                     tracker.writer.add_images("validation", np.stack(images), done, dataformats="NHWC")
