@@ -42,3 +42,12 @@ def make_mini_celebvt(root: Path, astronaut: Image.Image) -> Path:
             (root / "texts" / category / f"{clip_id}.txt").write_text(text)
     (root / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     return root
+
+
+class ShoutingCaptioner:
+    """A plug-in captioner for the tests: proves any `module:Class` captioner is used and recorded."""
+
+    name = "shouting"
+
+    def caption(self, image, texts, word):
+        return f"A {image.width}-PIXEL PHOTO OF SOMEONE SMILING"

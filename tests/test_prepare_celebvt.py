@@ -104,3 +104,12 @@ def test_shards_split_the_videos_without_overlap(celebvt, tmp_path):
     both = run(celebvt, tmp_path / "sharded", "--shard", "1/2")
     assert both["kept"] == 2 and sum(both["skipped"].values()) == 5 and first["kept"] + sum(first["skipped"].values()) < 7
     assert sorted(p.name for p in (tmp_path / "sharded").glob("manifest*")) != []
+
+
+@pytest.mark.slow
+def test_a_plugged_in_captioner_is_used_and_the_subject_word_added(celebvt, tmp_path):
+    run(celebvt, tmp_path / "plugged", "--captioner", "celebvt_fixture:ShoutingCaptioner")
+    sample = next(s for s in read_manifest(tmp_path / "plugged") if s.id == "woman_smiling")
+    assert sample.meta["caption_source"] == "shouting"
+    assert sample.caption.endswith("A 256-PIXEL PHOTO OF SOMEONE SMILING") and "woman" in sample.caption
+    assert sample.caption[slice(*sample.identity_span)] == "woman"

@@ -6,13 +6,16 @@ CelebV-Text ships, per clip, one text file per category under `texts/<category>/
 the engine's emotion words (portrait/prompts.py), and the emotion at the target frame's end of the
 clip is the one used.
 
-Captions come from a pluggable `Captioner`. The default, `AnnotationCaptioner`, writes
-"a photo of a <word>, <first appearance sentence>" from the dataset's own text, so no model is needed;
-a captioning model can be plugged in through the same interface.
+Captions come from a pluggable `Captioner` (`--captioner module:Class`). The default,
+`AnnotationCaptioner`, writes "a photo of a <word> who <first appearance sentence>" from the dataset's
+own text, so no model is needed (Recognize Anything, the paper's tagger, does not import under current
+transformers); a captioning model plugs in through the same interface. Whatever the captioner writes,
+the subject word is found in it or put in front of it by portrait/prompts.py.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -98,6 +101,17 @@ class Captioner(Protocol):
 
     def caption(self, image: Image.Image, texts: dict[str, str], word: str) -> str:
         """A caption of the target frame that names the subject with `word`."""
+
+
+def load_captioner(spec: str = "annotation") -> Captioner:
+    """`annotation`, or `package.module:ClassName` of any class with the `Captioner` interface
+    (built with no arguments), e.g. one wrapping a captioning model from transformers."""
+    if spec == "annotation":
+        return AnnotationCaptioner()
+    module_name, _, class_name = spec.partition(":")
+    if not class_name:
+        raise ValueError(f"--captioner takes 'annotation' or 'module:Class', got {spec!r}")
+    return getattr(importlib.import_module(module_name), class_name)()
 
 
 class AnnotationCaptioner:

@@ -43,7 +43,7 @@ from portrait.face.parsing import FACE_LABELS, FaceParser
 from portrait.identity.encoder import IdentityEncoder
 from portrait.prompts import build_identity_prompt
 
-from .celebvt_text import AnnotationCaptioner, SubjectWord, expression_at, read_texts, subject_word
+from .celebvt_text import SubjectWord, expression_at, load_captioner, read_texts, subject_word
 from .data_format import MANIFEST, Sample, append_jsonl, manifest_files, read_jsonl, read_manifest, write_sample_files
 
 logger = logging.getLogger("prepare")
@@ -61,6 +61,7 @@ class PrepareOptions:
     identity_checkpoint: str | None = None  # enables the same-person check
     identity_encoder: str = "curricularface_ir101"
     weights_dir: str | None = None
+    captioner: str = "annotation"  # or "module:Class" (train/celebvt_text.py, load_captioner)
 
 
 @dataclass
@@ -130,7 +131,7 @@ class ClipProcessor:
             self.encoder = IdentityEncoder.from_checkpoint(
                 options.identity_encoder, "embedding", options.identity_checkpoint, options.weights_dir
             ).to(device)
-        self.captioner = AnnotationCaptioner()
+        self.captioner = load_captioner(options.captioner)
 
     def process(self, videos: list[Path]) -> list[Outcome]:
         """Read every clip's two frames, detect faces in all of them in one batch, then finish each clip."""
@@ -347,6 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min-face", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-dir")
+    parser.add_argument("--captioner", default="annotation", help="'annotation' or module:Class of a Captioner")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     options = PrepareOptions(
@@ -356,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
         detector=args.detector,
         identity_checkpoint=args.identity_checkpoint,
         weights_dir=args.weights_dir,
+        captioner=args.captioner,
     )
     summary = prepare(args.celebvt, args.out, options, args.workers, args.shard, args.limit, args.batch_size)
     skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(summary["skipped"].items())) or "none"
