@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from celebvt_fixture import make_mini_celebvt
+
 from train.celebvt_text import AnnotationCaptioner, emotion_sequence, expression_at, subject_word
 from train.config import TrainConfig
 from train.data_format import read_manifest
