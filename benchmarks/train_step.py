@@ -79,8 +79,8 @@ def measure(config: TrainConfig, data: Path, steps: int, device: str) -> dict:
         if step >= 2:
             times.append(time.perf_counter() - started)
     result = {"step_s": round(statistics.median(times), 4), "mean_step_s": round(statistics.mean(times), 4)}
-    if cuda:
-        result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    # Peak memory is the accelerator's allocator peak; a CPU run has no per-combination figure (null).
+    result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None
     accelerator.free_memory()
     return result
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     plain = report["combinations"]["plain"]["mean_step_s"]
     for name, result in report["combinations"].items():
         result["over_plain"] = round(result["mean_step_s"] / plain, 3)
-        memory = f", peak {result['peak_mem_gb']:.2f} GiB" if "peak_mem_gb" in result else ""
+        memory = f", peak {result['peak_mem_gb']:.2f} GiB" if result["peak_mem_gb"] is not None else ""
         print(f"{name:>5}: {result['mean_step_s']:.3f} s/step (median {result['step_s']:.3f}), {result['over_plain']:.2f}× plain{memory}")
     report["all_over_plain"] = report["combinations"]["all"]["over_plain"]
     if args.json:

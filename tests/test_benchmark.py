@@ -20,4 +20,5 @@ def test_train_step_benchmark_reports_every_combination(capsys):
     report = train_step.main(["--preset", "tiny", "--steps", "1", "--json"])
     assert set(report["combinations"]) == {"plain", "loc", "id", "all"} and report["device"] == "cpu"
     assert report["combinations"]["plain"]["over_plain"] == 1.0 and report["all_over_plain"] > 0
+    assert all(set(result) >= {"step_s", "peak_mem_gb"} for result in report["combinations"].values())
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{"device": "cpu"')
