@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=["tiny", "sd15"], default="tiny")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="baseline precision (default fp32)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--fast-steps", type=int, default=20, help="steps of the faster scheduler option (dpm)")
     parser.add_argument("--size", type=int, help="default: the preset's native size (64 tiny, 512 sd15)")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     diffusers_logging.set_verbosity_error()
     device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype)
+    dtype = pick_dtype(device, args.dtype or "fp32")  # fp32 baseline, so the fp16/bf16 options mean something
     pipe, weights = build(args, device, dtype)
     settings = Settings(steps=args.steps, size=args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor)
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "preset": args.preset}

@@ -125,9 +125,16 @@ def resolve_pretrained(
     Either way the folder must hold every `required` file.
     """
     path = Path(source).expanduser()
-    if not path.is_dir():
-        path = _hub_snapshot(str(source), what, [*required, *extra_patterns])
+    from_hub = not path.is_dir()
+    patterns = [*required, *extra_patterns]
+    if from_hub:
+        path = _hub_snapshot(str(source), what, patterns)
     missing = [name for name in required if not (path / name).is_file()]
+    if missing and from_hub and not hub_offline():  # a partial cache, e.g. an interrupted download
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(str(source), allow_patterns=patterns))
+        missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise MissingWeightsError(f"{what} folder {path} lacks: {', '.join(missing)}")
     return path

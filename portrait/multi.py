@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import OptionError
-from .pipeline import PAPER_GUIDANCE, PAPER_STEPS, FaceEncoding, PortraitBoothPipeline, PortraitBoothPipelineOutput
+from .pipeline import (
+    PAPER_GUIDANCE,
+    PAPER_STEPS,
+    FaceEncoding,
+    PortraitBoothPipeline,
+    PortraitBoothPipelineOutput,
+    check_sampling,
+)
 from .prompts import build_subject_prompts
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the canvas width and height
@@ -122,8 +129,7 @@ def generate_people(
     """One picture of several people; `output.prompts[i]` and `output.regions[i]` say where person i went."""
     if scene_weight <= 0:
         raise OptionError("scene_weight must be positive: the scene prompt has to cover the whole canvas")
-    if not 0.0 <= identity_start <= 1.0:
-        raise OptionError(f"identity_start must be between 0 and 1, got {identity_start}")
+    check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width)
     config = pipe.stea.config
     prompts = build_subject_prompts(
         prompt, [p.identity_word for p in people], [p.expression for p in people], config.identity_words, config.emotion_words

@@ -125,7 +125,8 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
                     stea_config.identity_encoder, stea_config.feature_layer, identity_checkpoint, weights_dir
                 )
                 kwargs["identity_encoder"] = encoder.to(dtype) if dtype else encoder
-            kwargs.setdefault("safety_checker", None)
+            kwargs.setdefault("safety_checker", None)  # not part of the paper's recipe; not downloaded
+            kwargs.setdefault("feature_extractor", None)
             kwargs.setdefault("requires_safety_checker", False)
         pipe = super().from_pretrained(base, **kwargs)
         if not is_portrait_folder and "scheduler" not in kwargs:
@@ -273,8 +274,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         face: a precomputed `encode_faces` result, instead of `face_image`.
         Everything else is as in `StableDiffusionPipeline.__call__`.
         """
-        if not 0.0 <= identity_start <= 1.0:
-            raise OptionError(f"identity_start must be between 0 and 1, got {identity_start}")
+        check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width)
         if face is None:
             if face_image is None:
                 raise NoFaceError("Give a reference photo (face_image) or a precomputed face encoding (face)")
@@ -307,6 +307,19 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         )
         output = PortraitBoothPipelineOutput(result.images, result.nsfw_content_detected, prompts, face.analyses)
         return output if return_dict else (output.images, output.nsfw_content_detected)
+
+
+def check_sampling(
+    identity_start: float, num_inference_steps: int, num_images: int, height: int | None, width: int | None
+) -> None:
+    """Refuse, with a sentence, the numbers diffusers would fail on (or silently make noise with)."""
+    if not 0.0 <= identity_start <= 1.0:
+        raise OptionError(f"identity_start must be between 0 and 1, got {identity_start}")
+    if num_inference_steps < 1 or num_images < 1:
+        raise OptionError(f"Steps and number of images must be at least 1, got {num_inference_steps} and {num_images}")
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (value < 8 or value % 8):
+            raise OptionError(f"The {name} must be a positive multiple of 8 pixels, got {value}")
 
 
 def _with_identity_switch(

@@ -137,13 +137,15 @@ def build_subject_prompts(
             f"({' / '.join(sorted(vocabulary))}) per face"
         )
     free = list(occurrences)
-    placements = []
-    for word, expression in zip(words, expressions):
-        match = next(((span, found) for span, found in free if word in (None, found)), None)
+    matches: dict[int, tuple[tuple[int, int], str]] = {}
+    # People who name their word take its first free occurrence; the others share what is left, in order.
+    for person in sorted(range(len(words)), key=lambda i: words[i] is None):
+        match = next(((span, found) for span, found in free if words[person] in (None, found)), None)
         if match is None:
-            raise PromptError(f"No free {word!r} in the prompt for the face that should be {word!r}")
+            raise PromptError(f"No free {words[person]!r} in the prompt for the face that should be {words[person]!r}")
         free.remove(match)
-        placements.append((match[1], match[0], expression))
+        matches[person] = match
+    placements = [(matches[i][1], matches[i][0], expression) for i, expression in enumerate(expressions)]
     return _write_expressions(text, placements, emotion_words)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import OptionError
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -12,7 +14,7 @@ def pick_device(name: str | None = None) -> torch.device:
     if name:
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("CUDA was requested but no CUDA GPU is visible to PyTorch")
+            raise OptionError("CUDA was requested but no CUDA GPU is visible to PyTorch; use --device cpu")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -21,7 +23,7 @@ def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
     """The requested precision, else fp16 on CUDA and fp32 on the CPU (half precision is slow there)."""
     if name:
         if name not in DTYPES:
-            raise ValueError(f"Unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+            raise OptionError(f"Unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
         return DTYPES[name]
     return torch.float16 if device.type == "cuda" else torch.float32
 

@@ -92,3 +92,21 @@ def test_pair_with_every_option_set(service, astronaut):
     )  # fmt: skip
     assert len(gallery) == 2 and gallery[0][0].size == (80, 48) and gallery[1][1].startswith("seed 4 · 2 steps")
     assert "A: the first 'woman', x 0.00–0.40" in info and "B: the second 'man'" in info
+
+
+def test_a_failed_upload_never_falls_back_to_the_previous_photo(tmp_path, monkeypatch, astronaut):
+    from portrait.errors import InvalidImageError
+
+    uploads = tmp_path / "uploads"
+    (uploads / "h").mkdir(parents=True)
+    (uploads / "h" / "bad.png").write_bytes(b"not a picture")
+    monkeypatch.setattr(gr.utils, "get_upload_folder", lambda: str(uploads))
+    reader = UploadReader()
+    for _ in range(2):  # the first read deletes the file; the second must still fail, not return None
+        with pytest.raises(InvalidImageError):
+            reader.read([str(uploads / "h" / "bad.png")])
+
+
+def test_empty_seed_without_random_is_a_clear_error(service, astronaut):
+    with pytest.raises(gr.Error, match="Seed must be"):
+        service.generate(None, "a woman", seed=None, randomize_seed=False, steps=1, remembered_face=astronaut)

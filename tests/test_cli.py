@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from portrait.cli import main
@@ -59,3 +60,17 @@ def test_two_people_say_which_face_went_where(tmp_path, capsys):
     assert lines[0] == "face 1 (example:astronaut) → 'man' at characters (19, 22), x 0.00–0.50, y 0.00–1.00"
     assert lines[1] == "face 2 (example:astronaut) → 'man' at characters (35, 38), x 0.50–1.00, y 0.00–1.00"
     assert Image.open(tmp_path / "portrait-1.png").text["prompt"] == "a photo of a happy man and a happy man in a bar"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--num-images", "0"], "at least 1"),
+        (["--steps", "0"], "at least 1"),
+        (["--height", "500"], "multiple of 8"),
+        (["--face", "example:astronaut", "--height", "500"], "multiple of 8"),
+    ],
+)
+def test_bad_numbers_are_refused_with_a_sentence(options, message, capsys):
+    args = ["generate", "--tiny", "--face", "example:astronaut", "--prompt", "a man and a woman", *options]
+    assert main(args) == 2 and message in capsys.readouterr().err

@@ -24,8 +24,10 @@ def test_greedy_matching_ties_and_missing_faces():
     assert greedy_match(np.array([[0.5, 0.5], [0.5, 0.5]])) == [(0, 0, 0.5), (1, 1, 0.5)]
     one_face = np.array([[0.2, 0.7]])
     assert greedy_match(one_face) == [(0, 1, 0.7)] and pair_score(one_face, 2) == 0.0  # reference 0 unmatched
-    three_faces = np.array([[0.1, 0.2], [0.6, 0.3], [0.4, 0.9]])
-    assert greedy_match(three_faces) == [(2, 1, 0.9), (1, 0, 0.6)] and pair_score(three_faces, 2) == 0.6
+    three_faces = np.array([[0.1, 0.2], [0.6, 0.3], [0.4, 0.9]])  # largest first
+    assert greedy_match(three_faces) == [(2, 1, 0.9), (1, 0, 0.6)]
+    assert pair_score(three_faces, 2) == 0.2  # only the two largest faces count: (1, 0) = 0.6, then (0, 1) = 0.2
+    assert pair_score(np.array([[-0.4, -0.1], [-0.2, -0.3]]), 2) == 0.0  # a negative worst match counts as 0
     assert greedy_match(np.zeros((0, 2))) == [] and pair_score(np.zeros((0, 2)), 2) == 0.0
 
 

@@ -118,3 +118,19 @@ def test_auto_detector_without_facenet_pytorch_asks_for_retinaface(tmp_path, off
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "facenet_pytorch" else real_find_spec(name, *a))
     with pytest.raises(MissingWeightsError, match="detection_Resnet50_Final.pth"):
         load_detector("auto", weights_dir=tmp_path)
+
+
+def test_parsing_crop_is_square_for_any_box():
+    from portrait.face.parsing import face_crop_box
+
+    for box in ((60, 60, 140, 141), (10.4, 3.3, 90.9, 120.2), (0.0, 0.0, 1.0, 1.0)):
+        x0, y0, x1, y1 = face_crop_box(DetectedFace(box, np.zeros((5, 2), np.float32), 1.0))
+        assert x1 - x0 == y1 - y0 > 0
+
+
+def test_huge_photos_are_searched_small_and_answered_in_full_pixels(analyzer, astronaut):
+    big = astronaut.resize((2048, 2048))
+    (face,) = analyzer.detect(big)[1]
+    (small,) = analyzer.detect(astronaut)[1]
+    np.testing.assert_allclose(np.array(face.box) / 4, small.box, atol=4)
+    assert analyzer.analyze(big).aligned.shape == (3, 112, 112)

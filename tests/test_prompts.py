@@ -127,3 +127,8 @@ def test_face_count_must_match_the_people_named():
         build_subject_prompts("a man and a woman", [None] * 3, [None] * 3)
     with pytest.raises(PromptError, match="names 0 people"):
         build_subject_prompts("two cats", [None, None], [None, None])
+
+
+def test_named_faces_are_placed_before_unnamed_ones():
+    unnamed, man = build_subject_prompts("a man and a woman", [None, "man"], [None, None])
+    assert (unnamed.identity_word, man.identity_word) == ("woman", "man")

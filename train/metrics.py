@@ -49,9 +49,13 @@ def greedy_match(similarity: np.ndarray) -> list[tuple[int, int, float]]:
 
 
 def pair_score(similarity: np.ndarray, references: int) -> float:
-    """A multi-subject image's identity score: its worst matched reference (0 if a reference is unmatched)."""
-    matched = {reference: value for _, reference, value in greedy_match(similarity)}
-    return min(matched.get(reference, 0.0) for reference in range(references))
+    """A multi-subject image's identity score: its worst matched reference, at least 0 (0 if one is unmatched).
+
+    `similarity` rows are the generated faces, largest first; only the `references` largest take part
+    (FastComposer's protocol, which the paper follows).
+    """
+    matched = {reference: value for _, reference, value in greedy_match(np.asarray(similarity)[:references])}
+    return max(0.0, min(matched.get(reference, 0.0) for reference in range(references)))
 
 
 def id_p(identity: float, text: float) -> float:
@@ -118,7 +122,7 @@ class MetricModels:
 
     @torch.no_grad()
     def faces(self, image: Image.Image) -> torch.Tensor:
-        """FaceNet embeddings (N, 512), L2-normalised, of every face MTCNN finds (N may be 0)."""
+        """FaceNet embeddings (N, 512), L2-normalised, of every face MTCNN finds, largest first (N may be 0)."""
         if min(image.size) < 20:
             return torch.zeros(0, 512)
         crops = self.detector(image.convert("RGB"))
@@ -135,11 +139,12 @@ class MetricModels:
         return (text_embeds @ image_embeds.T)[:, 0].tolist()
 
     def identity(self, generated: Image.Image, reference_embedding: torch.Tensor) -> tuple[float, bool]:
-        """Id Pres of one image against one reference embedding, and whether a face was found."""
+        """Id Pres of one image: the largest face's cosine to the reference, at least 0; and whether a
+        face was found (FastComposer's protocol, which the paper follows)."""
         found = self.faces(generated)
         if found.shape[0] == 0:
             return 0.0, False
-        return float((found @ reference_embedding).max()), True
+        return max(0.0, float(found[0] @ reference_embedding)), True
 
 
 def _features(output) -> torch.Tensor:
@@ -150,4 +155,4 @@ def _features(output) -> torch.Tensor:
 def _mtcnn(device: str):
     from facenet_pytorch import MTCNN
 
-    return MTCNN(image_size=160, margin=0, keep_all=True, post_process=True, device=torch.device(device))
+    return MTCNN(image_size=160, margin=0, keep_all=True, select_largest=True, post_process=True, device=torch.device(device))

@@ -36,6 +36,7 @@ ASPECTS = {"Square 1:1": (1, 1), "Portrait 3:4": (3, 4), "Landscape 4:3": (4, 3)
 NO_EXPRESSION = "none"
 CUSTOM_WORD = "custom"
 OUT_OF_MEMORY = "The GPU ran out of memory. Try fewer images or a smaller size."
+KEPT_SIDE = 2048  # longest side of a photo held in memory between requests
 
 
 @dataclass
@@ -81,7 +82,7 @@ class UploadReader:
 
     def __init__(self, keep_seconds: float = 300.0):
         self.keep_seconds = keep_seconds
-        self._recent: dict[str, tuple[float, Image.Image]] = {}
+        self._recent: dict[str, tuple[float, Image.Image | PortraitError]] = {}  # a failed read keeps its error
         self._lock = threading.Lock()
 
     def read(self, uploads: list[str | bytes | None]) -> list[Image.Image | None]:
@@ -89,7 +90,7 @@ class UploadReader:
         decoded: dict[str | bytes, Image.Image | None] = {}
         for upload in uploads:
             if upload is not None and upload not in decoded:
-                decoded[upload] = load_image(upload) if isinstance(upload, bytes) else self._read_file(upload)
+                decoded[upload] = shrink(load_image(upload)) if isinstance(upload, bytes) else self._read_file(upload)
         return [None if upload is None else decoded[upload] for upload in uploads]
 
     def _read_file(self, upload: str) -> Image.Image | None:
@@ -99,9 +100,14 @@ class UploadReader:
             self._recent = {key: entry for key, entry in self._recent.items() if now - entry[0] < self.keep_seconds}
             if not path.is_file():
                 entry = self._recent.get(upload)
+                if entry and isinstance(entry[1], PortraitError):
+                    raise entry[1]  # this upload failed before: never fall back to an older photo
                 return entry[1] if entry else None  # None: read by an earlier step, past keeping
             try:
-                image = load_image(path)
+                image = shrink(load_image(path))
+            except PortraitError as error:
+                self._recent[upload] = (now, error)
+                raise
             finally:
                 self._delete_if_uploaded(path)
             self._recent[upload] = (now, image)
@@ -113,6 +119,14 @@ class UploadReader:
             path.unlink(missing_ok=True)
             if path.parent.is_dir() and not any(path.parent.iterdir()):
                 path.parent.rmdir()
+
+
+def shrink(image: Image.Image, side: int = KEPT_SIDE) -> Image.Image:
+    """A copy small enough to keep in memory for a session; faces stay far above what φ needs."""
+    if max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
 
 
 def user_errors(handler: Callable) -> Callable:
@@ -221,6 +235,8 @@ class PortraitService:
             raise gr.Error(f"Number of images must be between 1 and {self.limits.max_images}.")
         if not 1 <= steps <= self.limits.max_steps:
             raise gr.Error(f"Steps must be between 1 and {self.limits.max_steps}.")
+        if not randomize_seed and (seed is None or not 0 <= seed < 2**63):
+            raise gr.Error("Seed must be a whole number from 0 up, or tick 'Random seed'.")
         first = random.randrange(2**31) if randomize_seed else int(seed)
         run = Run(
             session=request.session_hash if request else "",

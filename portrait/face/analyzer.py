@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .parsing import FaceParser
 logger = logging.getLogger(__name__)
 
 MIN_FACE_PIXELS = 32  # a smaller face carries too little detail for its identity
+DETECTION_SIDE = 1600  # longest side faces are searched at
 
 
 @dataclass
@@ -54,6 +56,7 @@ class FaceAnalyzer:
         self.detector = detector
         self.parser = parser
         self.min_face_pixels = min_face_pixels
+        self._lock = threading.Lock()
 
     @classmethod
     def load(
@@ -69,11 +72,22 @@ class FaceAnalyzer:
     def detect(self, image: ImageInput) -> tuple[Image.Image, list[DetectedFace]]:
         """The decoded image and its faces, largest first."""
         image = load_image(image)
-        return image, largest_first(self.detector.detect(image))
+        return image, self.detect_many([image])[0]
 
     def detect_many(self, images: list[Image.Image]) -> list[list[DetectedFace]]:
-        """Faces of several decoded images, largest first; one batched detector call where it can."""
-        return [largest_first(faces) for faces in self.detector.detect_batch(images)]
+        """Faces of several decoded images, largest first; one batched detector call where it can.
+
+        Large photos are searched at DETECTION_SIDE pixels (a phone's 48 MP would cost seconds and GBs);
+        boxes and landmarks come back in the photo's own pixels, so alignment uses full resolution.
+        """
+        scales = [min(1.0, DETECTION_SIDE / max(image.size)) for image in images]
+        small = [
+            image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+            for image, scale in zip(images, scales)
+        ]
+        with self._lock:  # detectors keep per-call state (facexlib's RetinaFace does)
+            found = self.detector.detect_batch(small)
+        return [largest_first([_rescaled(face, 1 / scale) for face in faces]) for faces, scale in zip(found, scales)]
 
     def analyze(self, image: ImageInput, with_mask: bool = False) -> FaceAnalysis:
         """The largest face of `image`, aligned; raises `NoFaceError` or `FaceTooSmallError`."""
@@ -107,3 +121,9 @@ class FaceAnalyzer:
 
 def largest_first(faces: list[DetectedFace]) -> list[DetectedFace]:
     return sorted(faces, key=lambda face: face.area, reverse=True)
+
+
+def _rescaled(face: DetectedFace, factor: float) -> DetectedFace:
+    if factor == 1.0:
+        return face
+    return DetectedFace(tuple(v * factor for v in face.box), face.landmarks * factor, face.score)

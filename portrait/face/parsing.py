@@ -46,8 +46,9 @@ def face_mask_from_labels(labels: np.ndarray | torch.Tensor) -> np.ndarray | tor
 def face_crop_box(face: DetectedFace, scale: float = CROP_SCALE) -> tuple[int, int, int, int]:
     """Square box (x0, y0, x1, y1) centred on the face; it may reach outside the image."""
     cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
-    half = max(face.width, face.height) * scale / 2
-    return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
+    side = max(1, round(max(face.width, face.height) * scale))
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    return x0, y0, x0 + side, y0 + side
 
 
 class FaceParser:
