@@ -7,13 +7,14 @@ printed with its ratio to plain fine-tuning. `--json` ends the output with one J
     python benchmarks/train_step.py --preset tiny --json
     python benchmarks/train_step.py --preset sd15 --device cuda --json      # 512², batch 2, bf16
 
-L_id runs only on samples with t ≤ R_t (about 44 % of batch-2 steps), so its average cost is what
-training pays; `peak_mem_gb` is taken over the steps, and `--worst-case` makes every sample pay it.
+L_id runs only on face-conditioned samples with t ≤ R_t (about 36 % of batch-2 steps), so its average
+cost is what training pays; `peak_mem_gb` is taken over the steps, and `--worst-case` makes every sample pay it.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import dataclasses
 import json
 import statistics
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def measure(config: TrainConfig, data: Path, steps: int, device: str) -> dict:
+    gc.collect()  # the previous combination's models must be gone before this one's peak is taken
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device == "cpu")
     session = Session.start(config, accelerator)
     dataset = PortraitDataset(data, session.models.tokenizer, config)
@@ -82,6 +86,7 @@ def measure(config: TrainConfig, data: Path, steps: int, device: str) -> dict:
     # Peak memory is the accelerator's allocator peak; a CPU run has no per-combination figure (null).
     result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None
     accelerator.free_memory()
+    del session, accelerator
     return result
 
 

@@ -50,9 +50,20 @@ def test_subject_word(appearance, word):
     assert subject_word({"face40_details_new": appearance}).word == word
 
 
-def test_annotation_caption_names_the_subject_once():
-    caption = AnnotationCaptioner().caption(None, {"face40_details_new": "The woman has long hair. She smiles."}, "woman")
-    assert caption == "a photo of a woman who has long hair"
+@pytest.mark.parametrize(
+    ("appearance", "caption"),
+    [
+        ("The woman has long hair. She smiles.", "a photo of a woman who has long hair"),
+        ("He is young and has black hair.", "a photo of a man who is young and has black hair"),
+        ("This young man has a beard.", "a photo of a man who has a beard"),
+        ("A gentleman with short hair.", "a photo of a man with short hair"),
+        ("Short hair and glasses.", "a photo of a man, short hair and glasses"),
+        ("", "a photo of a man"),
+    ],
+)
+def test_annotation_captions_name_the_subject_once(appearance, caption):
+    word = "woman" if "woman" in appearance else "man"
+    assert AnnotationCaptioner().caption(None, {"face40_details_new": appearance}, word) == caption
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +124,14 @@ def test_a_plugged_in_captioner_is_used_and_the_subject_word_added(celebvt, tmp_
     assert sample.meta["caption_source"] == "shouting"
     assert sample.caption.endswith("A 256-PIXEL PHOTO OF SOMEONE SMILING") and "woman" in sample.caption
     assert sample.caption[slice(*sample.identity_span)] == "woman"
+
+
+def test_a_line_cut_by_a_kill_does_not_swallow_the_next(tmp_path):
+    from train.data_format import append_jsonl, read_jsonl
+
+    path = tmp_path / "manifest.jsonl"
+    append_jsonl(path, {"clip_id": "a"})
+    with open(path, "a") as handle:
+        handle.write('{"clip_id": "b", "rea')  # killed mid-line
+    append_jsonl(path, {"clip_id": "c"})
+    assert [row["clip_id"] for row in read_jsonl([path])] == ["a", "c"]

@@ -121,3 +121,13 @@ def test_capture_processor_keeps_the_layer_output_and_records_the_maps():
     assert store.resolution(12) == (3, 4)
     store.maps["layer"].sum().backward()
     assert hidden.grad.abs().sum() > 0
+
+
+def test_one_step_reverse_for_v_prediction():
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction")
+    z0, noise = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    timesteps = torch.tensor([10, 240])
+    noisy = scheduler.add_noise(z0, noise, timesteps)
+    velocity = scheduler.get_velocity(z0, noise, timesteps)
+    recovered = one_step_reverse(noisy, velocity, scheduler.alphas_cumprod[timesteps], "v_prediction")
+    torch.testing.assert_close(recovered.double(), z0, atol=1e-4, rtol=1e-4)

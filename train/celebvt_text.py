@@ -122,8 +122,18 @@ class AnnotationCaptioner:
     def caption(self, image: Image.Image, texts: dict[str, str], word: str) -> str:
         detail = next((texts[c] for c in APPEARANCE_CATEGORIES if texts.get(c)), "")
         sentence = re.split(r"(?<=[.!?])\s", detail.strip(), maxsplit=1)[0].rstrip(".!? ")
-        sentence = re.sub(r"^(the|this|a)\s+(man|woman|person|male|female|lady|gentleman|guy|girl|boy)\s+", "", sentence, flags=re.I)
-        sentence = re.sub(r"\b(he|she)\b", "they", sentence, flags=re.I)
-        sentence = re.sub(r"\b(his|her)\b", "their", sentence, flags=re.I)
         base = f"a photo of a {word}"
-        return f"{base} who {sentence[0].lower()}{sentence[1:]}" if sentence else base
+        rest = _SUBJECT.sub("", sentence, count=1)
+        if rest == sentence or not rest:  # the sentence does not start with its subject: keep it whole
+            return f"{base}, {sentence[0].lower()}{sentence[1:]}" if sentence else base
+        joiner = " " if rest.split()[0].lower() in _DIRECT_JOINS else " who "
+        return f"{base}{joiner}{rest}"
+
+
+_DIRECT_JOINS = {"with", "in", "on", "at", "wearing", "holding", "without"}  # "a woman with ...", not "who with"
+# "The woman", "This young man", "A lady with short hair" ..., or a leading "He"/"She": the sentence's subject.
+_SUBJECT = re.compile(
+    r"^(?:(?:the|this|that|a|an)\s+(?:[a-z-]+\s+){0,3}?(?:man|woman|person|male|female|lady|gentleman|guy|girl|boy)"
+    r"|he|she)\s+",
+    flags=re.I,
+)

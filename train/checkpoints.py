@@ -47,33 +47,67 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
 
 
 def save_checkpoint(
-    output_dir: Path, step: int, unet, stea, optimizer: torch.optim.Optimizer, lr_scheduler, config: dict, keep: int
+    output_dir: Path,
+    step: int,
+    unet,
+    stea,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler,
+    config: dict,
+    keep: int,
+    scaler=None,
 ) -> Path:
+    """Write step `step` (with the fp16 loss scaler's state when there is one); keep the last `keep`."""
     final = checkpoint_folder(output_dir, step)
-    partial = final.with_name(final.name + ".tmp")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    unet.save_pretrained(partial / "unet")
-    stea.save_pretrained(partial / "stea")
-    tensors, groups = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, partial / "optimizer.safetensors")
-    state = {"step": step, "optimizer": groups, "lr_scheduler": _jsonable(lr_scheduler.state_dict()), "config": config}
-    (partial / "state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
+    for stale in final.parent.glob("step-*.tmp"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
+
+    def write(partial: Path) -> None:
+        unet.save_pretrained(partial / "unet")
+        stea.save_pretrained(partial / "stea")
+        tensors, groups = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, partial / "optimizer.safetensors")
+        state = {"step": step, "optimizer": groups, "lr_scheduler": _jsonable(lr_scheduler.state_dict()), "config": config}
+        if scaler is not None:
+            state["grad_scaler"] = _jsonable(scaler.state_dict())
+        (partial / "state.json").write_text(json.dumps(state, indent=1))
+
+    _write_folder_atomically(final, write)
     for _, old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(folder: Path, unet, stea, optimizer: torch.optim.Optimizer, lr_scheduler) -> int:
-    """Restore weights, optimizer and LR scheduler in place; returns the step to continue from."""
+def save_final_weights(folder: Path, unet, stea) -> None:
+    """The trained weights as portrait weights (unet/, stea/), replaced only when complete."""
+
+    def write(partial: Path) -> None:
+        unet.save_pretrained(partial / "unet")
+        stea.save_pretrained(partial / "stea")
+
+    _write_folder_atomically(Path(folder), write)
+
+
+def _write_folder_atomically(final: Path, write) -> None:
+    partial = final.with_name(final.name + ".tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    write(partial)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+
+def load_checkpoint(folder: Path, unet, stea, optimizer: torch.optim.Optimizer, lr_scheduler, scaler=None) -> int:
+    """Restore weights, optimizer, LR scheduler (and loss scaler) in place; returns the step to continue from."""
     unet.load_state_dict(load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"))
     stea.load_state_dict(load_file(folder / "stea" / "diffusion_pytorch_model.safetensors"))
     state = json.loads((folder / "state.json").read_text())
     tensors = load_file(folder / "optimizer.safetensors")
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     lr_scheduler.load_state_dict(state["lr_scheduler"])
+    if scaler is not None and "grad_scaler" in state:
+        scaler.load_state_dict(state["grad_scaler"])
     return int(state["step"])
 
 

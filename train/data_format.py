@@ -61,8 +61,13 @@ def write_sample_files(
 
 def append_jsonl(path: Path, row: dict) -> None:
     """One line in one write, flushed to disk: a kill can cut only the line being written."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    line = json.dumps(row, ensure_ascii=False) + "\n"
+    with open(path, "a+b") as handle:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = "\n" + line  # a line cut short by a kill stays on its own line, this one intact
+        handle.write(line.encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -61,6 +61,8 @@ class PortraitDataset(Dataset):
         self.tokenizer = tokenizer
         self.config = config
         self.word_map = _identity_word_map(config.identity_words)
+        if config.mask_kind == "person" and any(sample.person_mask is None for sample in self.samples):
+            raise ValueError(f"mask_kind 'person' needs person masks; {root} was prepared without them (use --mask bisenet)")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -25,10 +25,19 @@ def noise_loss(prediction: torch.Tensor, target: torch.Tensor, face_mask: torch.
     return per_sample.mean()
 
 
-def one_step_reverse(noisy: torch.Tensor, predicted_noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """ẑ0 = (z_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t, with ᾱ_t per sample: (B,)."""
+def one_step_reverse(
+    noisy: torch.Tensor, prediction: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """ẑ0 = (z_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t, with ᾱ_t per sample: (B,).
+
+    A v-prediction model (v = √ᾱ·ε − √(1−ᾱ)·z0) gives ẑ0 = √ᾱ·z_t − √(1−ᾱ)·v̂ instead.
+    """
     alpha = alphas_cumprod.to(noisy.device, torch.float32).view(-1, 1, 1, 1)
-    return ((noisy.float() - (1 - alpha).sqrt() * predicted_noise.float()) / alpha.sqrt()).to(noisy.dtype)
+    if prediction_type == "v_prediction":
+        estimate = alpha.sqrt() * noisy.float() - (1 - alpha).sqrt() * prediction.float()
+    else:
+        estimate = (noisy.float() - (1 - alpha).sqrt() * prediction.float()) / alpha.sqrt()
+    return estimate.to(noisy.dtype)
 
 
 def identity_loss(generated: torch.Tensor, reference: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -137,11 +137,21 @@ class ClipProcessor:
         """Read every clip's two frames, detect faces in all of them in one batch, then finish each clip."""
         opened = [_guarded(video.stem, self._open, video) for video in videos]
         clips = [clip for clip in opened if isinstance(clip, ClipFrames)]
-        faces = self.analyzer.detect_many([clip.target for clip in clips] + [clip.reference for clip in clips])
-        finished = {
-            clip.clip_id: _guarded(clip.clip_id, self._finish, clip, faces[i], faces[len(clips) + i])
-            for i, clip in enumerate(clips)
-        }
+        frames = [clip.target for clip in clips] + [clip.reference for clip in clips]
+        try:
+            faces = self.analyzer.detect_many(frames)
+        except Exception:  # noqa: BLE001 - one bad frame must not sink its batch: detect each clip alone
+            faces = [_guarded("detection", self.analyzer.detect_many, [frame]) for frame in frames]
+            faces = [found[0] if isinstance(found, list) else found for found in faces]
+        finished = {}
+        for i, clip in enumerate(clips):
+            target_faces, reference_faces = faces[i], faces[len(clips) + i]
+            failed = next((found for found in (target_faces, reference_faces) if isinstance(found, Outcome)), None)
+            finished[clip.clip_id] = (
+                Outcome(clip.clip_id, reason="error", detail=failed.detail)
+                if failed
+                else _guarded(clip.clip_id, self._finish, clip, target_faces, reference_faces)
+            )
         return [finished[clip.clip_id] if isinstance(clip, ClipFrames) else clip for clip in opened]
 
     def _open(self, video: Path) -> ClipFrames | Outcome:
@@ -286,7 +296,7 @@ def summarize(out: Path) -> dict:
         "expressions": dict(Counter(sample.expression or "none" for sample in samples)),
         "unreadable_or_failed": sorted(row["clip_id"] for row in skipped if row["reason"] in ("unreadable", "error")),
     }
-    partial = out / ".summary.json.tmp"
+    partial = out / f".summary.json.{os.getpid()}.tmp"
     partial.write_text(json.dumps(summary, indent=1))
     os.replace(partial, out / "summary.json")
     return summary

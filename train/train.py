@@ -32,7 +32,7 @@ from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 from portrait.stea import STEA
 
 from .attention import AttentionStore, install_attention_capture
-from .checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+from .checkpoints import load_checkpoint, resolve_resume, save_checkpoint, save_final_weights
 from .config import TrainConfig
 from .dataset import Draw, PortraitDataset, StepBatchSampler, collate
 from .losses import decoded_face_embedding, identity_loss, localization_loss, noise_loss, one_step_reverse
@@ -144,7 +144,12 @@ class Objective:
         losses["identity"] = zero
         applies = (timesteps <= config.identity_timestep_max) & (batch["face_token"] >= 0)
         if config.identity_weight > 0 and applies.any():
-            estimate = one_step_reverse(noisy[applies], prediction[applies], self.alphas_cumprod[timesteps[applies].cpu()])
+            estimate = one_step_reverse(
+                noisy[applies],
+                prediction[applies],
+                self.alphas_cumprod[timesteps[applies].cpu()],
+                models.noise_scheduler.config.prediction_type,
+            )
             generated = decoded_face_embedding(
                 models.vae, models.loss_encoder, estimate.to(self.dtype), batch["landmarks"][applies]
             )
@@ -205,7 +210,7 @@ class Session:
         start_step = 0
         resume_from = resolve_resume(output, resume) if output is not None else None
         if resume_from is not None:
-            start_step = load_checkpoint(resume_from, unet, stea, optimizer, lr_scheduler)
+            start_step = load_checkpoint(resume_from, unet, stea, optimizer, lr_scheduler, accelerator.scaler)
             logger.info("Resumed from %s at step %d", resume_from, start_step)
         unet, stea, optimizer, lr_scheduler = accelerator.prepare(unet, stea, optimizer, lr_scheduler)
         objective = Objective(models, config, store, dtype)
@@ -309,7 +314,7 @@ def main(argv: list[str] | None = None) -> Path:
             if accelerator.is_main_process:
                 save_checkpoint(
                     output, done, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea),
-                    optimizer, lr_scheduler, config.to_dict(), config.keep_checkpoints,
+                    optimizer, lr_scheduler, config.to_dict(), config.keep_checkpoints, accelerator.scaler,
                 )  # fmt: skip
         if accelerator.is_main_process and config.validation_every and done % config.validation_every == 0:
             if store is not None:
@@ -327,8 +332,7 @@ def main(argv: list[str] | None = None) -> Path:
     accelerator.wait_for_everyone()
     final = output / "final"
     if accelerator.is_main_process:
-        accelerator.unwrap_model(unet).save_pretrained(final / "unet")
-        accelerator.unwrap_model(stea).save_pretrained(final / "stea")
+        save_final_weights(final, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea))
         logger.info("Weights written to %s (load with portrait_weights=%s)", final, final)
     accelerator.end_training()
     return final
