@@ -12,14 +12,12 @@ import argparse
 import dataclasses
 import logging
 import os
-from pathlib import Path
 
 import gradio as gr
 
-from portrait.engine import EngineOptions, load_engine
+from portrait.engine import add_engine_arguments, engine_options, load_engine
 from portrait.errors import MissingWeightsError
 from portrait.examples import example_face
-from portrait.loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from portrait.prompts import EMOTION_WORDS
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, FaceUpload, Limits, PortraitService
 
@@ -55,14 +53,7 @@ except ImportError:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description="PortraitBooth web app")
-    parser.add_argument("--tiny", action="store_true", help="tiny untrained models; no weights, no network")
-    parser.add_argument("--base", default=env("PORTRAIT_BASE", BASE_MODEL_ID), help="SD 1.5 hub id or folder ($PORTRAIT_BASE)")
-    parser.add_argument(
-        "--portrait-weights", type=Path, default=env("PORTRAIT_WEIGHTS"), help="trained weights folder ($PORTRAIT_WEIGHTS)"
-    )
-    parser.add_argument("--weights-dir", type=Path, help=f"third-party weights (default ${WEIGHTS_DIR_ENV} or weights/)")
-    parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda or cpu ($PORTRAIT_DEVICE)")
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=env("PORTRAIT_DTYPE"))
+    add_engine_arguments(parser)
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="public gradio.live link")
@@ -74,14 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]:
     """The service on real weights when they load, else on the tiny preset; and the banner to show."""
-    options = EngineOptions(
-        random_preset="tiny" if args.tiny else None,
-        base=args.base,
-        portrait_weights=args.portrait_weights,
-        weights_dir=args.weights_dir,
-        device=args.device,
-        dtype=args.dtype,
-    )
+    options = engine_options(args)
     banner = TINY_BANNER if args.tiny else None
     try:
         pipe = load_engine(options)

@@ -13,15 +13,14 @@ from typing import Sequence
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .engine import EngineOptions, load_engine
+from .engine import add_engine_arguments, engine_options, load_engine
 from .errors import OptionError, PortraitError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
 from .images import load_image
-from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from .multi import Person, describe_region, generate_people
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
-from .runtime import DTYPES, seeded_generators
+from .runtime import seeded_generators
 
 logger = logging.getLogger("portrait")
 
@@ -62,14 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--width", type=int)
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
-    gen.add_argument("--tiny", action="store_true", help="tiny random models: runs anywhere, makes noise")
-    gen.add_argument("--base", default=BASE_MODEL_ID, help="Stable Diffusion 1.5: hub id or local folder")
-    gen.add_argument("--portrait-weights", type=Path, help="trained PortraitBooth weights folder (stea/, unet/)")
-    gen.add_argument("--identity-checkpoint", type=Path, help="identity encoder .pth (default: weights folder)")
-    gen.add_argument("--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or weights/)")
-    gen.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")
-    gen.add_argument("--dtype", choices=list(DTYPES), help="default fp16 on CUDA, fp32 on CPU")
-    gen.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
+    add_engine_arguments(gen)
     return parser
 
 
@@ -85,18 +77,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
     if args.identity_occurrence is not None and (args.identity_occurrence < 1 or people > 1):
         raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
     photos = [[read_face(source) for source in sources] for sources in args.face]
-    pipe = load_engine(
-        EngineOptions(
-            random_preset="tiny" if args.tiny else None,
-            base=args.base,
-            portrait_weights=args.portrait_weights,
-            identity_checkpoint=args.identity_checkpoint,
-            weights_dir=args.weights_dir,
-            device=args.device,
-            dtype=args.dtype,
-            detector=args.detector,
-        )
-    )
+    pipe = load_engine(engine_options(args))
     faces = [pipe.encode_faces(person_photos) for person_photos in photos]
     for analysis in (analysis for face in faces for analysis in face.analyses):
         if analysis.notice:

@@ -77,6 +77,12 @@ def write_tiny_tokenizer(folder: str | Path, words: tuple[str, ...] = TINY_WORDS
     return folder
 
 
+def tiny_tokenizer() -> CLIPTokenizer:
+    """The tiny CLIP tokenizer, loaded through its files like a real one."""
+    with tempfile.TemporaryDirectory() as folder:
+        return CLIPTokenizer.from_pretrained(write_tiny_tokenizer(folder), model_max_length=77)
+
+
 @dataclass(frozen=True)
 class RandomPreset:
     text_encoder: dict
@@ -131,8 +137,7 @@ def build_random_components(preset: str = "tiny", seed: int = 0) -> dict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     config = PRESETS[preset]
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = CLIPTokenizer.from_pretrained(write_tiny_tokenizer(folder), model_max_length=77)
+    tokenizer = tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(

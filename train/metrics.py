@@ -96,26 +96,21 @@ class MetricModels:
     @classmethod
     def tiny(cls, seed: int = 0) -> "MetricModels":
         """The same architectures with random weights (FaceNet full size, CLIP at toy size)."""
-        import tempfile
-
         from facenet_pytorch import InceptionResnetV1
-        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-        from portrait.presets import write_tiny_tokenizer
+        from portrait.identity.clip_features import TINY_VISION
+        from portrait.presets import PRESETS, tiny_tokenizer
 
+        tokenizer = tiny_tokenizer()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             facenet = InceptionResnetV1(classify=False).eval()
-            with tempfile.TemporaryDirectory() as folder:
-                tokenizer = CLIPTokenizer.from_pretrained(write_tiny_tokenizer(folder), model_max_length=77)
-            config = CLIPConfig(
-                text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, max_position_embeddings=77, eos_token_id=tokenizer.eos_token_id,
-                                 bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id),
-                vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   image_size=32, patch_size=8),
-                projection_dim=32,
-            )  # fmt: skip
+            text_config = dict(PRESETS["tiny"].text_encoder, vocab_size=len(tokenizer), max_position_embeddings=77,
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                               pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            vision_config = {k: v for k, v in TINY_VISION.items() if k != "projection_dim"}
+            config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=TINY_VISION["projection_dim"])
             clip = CLIPModel(config).eval()
         processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
         return cls(_mtcnn("cpu"), facenet, clip, tokenizer, processor, torch.device("cpu"))

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from portrait.face.analyzer import FaceAnalysis, FaceAnalyzer
 from portrait.face.detection import DetectedFace
-from portrait.face.parsing import FACE_LABELS, FaceParser
+from portrait.face.parsing import FaceParser, face_mask_from_labels
 from portrait.identity.encoder import IdentityEncoder
 from portrait.prompts import build_identity_prompt
 
@@ -246,7 +246,7 @@ class ClipProcessor:
         if self.parser is None:
             return landmark_mask(frame.size, face), None
         labels = self.parser.labels(frame, face)
-        face_mask = np.isin(labels, list(FACE_LABELS.values()))
+        face_mask = face_mask_from_labels(labels)
         return Image.fromarray(face_mask.astype(np.uint8) * 255), Image.fromarray((labels > 0).astype(np.uint8) * 255)
 
 
