@@ -15,11 +15,13 @@ import os
 
 import gradio as gr
 
-from portrait.engine import add_engine_arguments, engine_options, load_engine
+from portrait.engine import TINY, add_model_arguments, load_engine, model_source
 from portrait.errors import MissingWeightsError
 from portrait.examples import example_face
 from portrait.prompts import EMOTION_WORDS
-from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, FaceUpload, Limits, PortraitService
+from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
+from webui.uploads import FaceUpload
+from webui.wiring import inputs_for
 
 logger = logging.getLogger("portrait.app")
 
@@ -53,7 +55,7 @@ except ImportError:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description="PortraitBooth web app")
-    add_engine_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="public gradio.live link")
@@ -65,13 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]:
     """The service on real weights when they load, else on the tiny preset; and the banner to show."""
-    options = engine_options(args)
+    source = model_source(args)
     banner = TINY_BANNER if args.tiny else None
     try:
-        pipe = load_engine(options)
+        pipe = load_engine(source)
     except MissingWeightsError as error:
         logger.warning("%s; starting on the tiny preset", error)
-        pipe = load_engine(dataclasses.replace(options, random_preset="tiny"))
+        pipe = load_engine(dataclasses.replace(source, base=TINY, portrait_weights=None))
         banner = f"{TINY_BANNER}<br>Missing: {error}"
     if banner is None and not pipe.stea.is_trained:
         banner = UNTRAINED_BANNER
@@ -165,21 +167,23 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
         for upload, outputs in ((face_a, [preview_a, message_a, remembered_a]), (face_b, [preview_b, message_b, remembered_b])):
             upload.input(gpu(service.detect_face), upload, outputs, api_visibility="private", concurrency_id="faces")
 
-        hint_inputs = [prompt, identity_word, custom_word, expression]
+        hint_inputs = inputs_for(service.identity_hint, dict(prompt=prompt, identity_word=identity_word, custom_word=custom_word,
+                                                             expression=expression))  # fmt: skip
         gr.on([c.change for c in hint_inputs], service.identity_hint, hint_inputs, hint, queue=False, api_visibility="private")
-        region_inputs = [split, pair_controls["aspect"], word_a, word_b]
+        region_inputs = inputs_for(service.regions, dict(split=split, aspect=pair_controls["aspect"], identity_word_a=word_a,
+                                                         identity_word_b=word_b))  # fmt: skip
         gr.on([c.change for c in region_inputs], service.regions, region_inputs, regions, queue=False, api_visibility="private")
         demo.load(service.regions, region_inputs, regions, queue=False, api_visibility="private")
 
-        single_inputs = [face, prompt, identity_word, custom_word, expression, controls["negative_prompt"],
-                         controls["num_images"], controls["seed"], controls["randomize_seed"], controls["steps"],
-                         controls["guidance"], controls["aspect"], identity_start, remembered]  # fmt: skip
-        run.click(gpu(service.generate), single_inputs, [gallery, info], api_name="generate", concurrency_id="gpu")
-        pair_inputs = [face_a, face_b, pair_prompt, word_a, expression_a, word_b, expression_b, split,
-                       pair_controls["negative_prompt"], pair_controls["num_images"], pair_controls["seed"],
-                       pair_controls["randomize_seed"], pair_controls["steps"], pair_controls["guidance"],
-                       pair_controls["aspect"], remembered_a, remembered_b]  # fmt: skip
-        run_pair.click(gpu(service.generate_pair), pair_inputs, [pair_gallery, pair_info], api_name="generate_pair", concurrency_id="gpu")
+        single = dict(face=face, prompt=prompt, identity_word=identity_word, custom_word=custom_word, expression=expression,
+                      identity_start=identity_start, remembered_face=remembered, **controls)  # fmt: skip
+        run.click(gpu(service.generate), inputs_for(service.generate, single), [gallery, info], api_name="generate",
+                  concurrency_id="gpu")  # fmt: skip
+        pair = dict(face_a=face_a, face_b=face_b, prompt=pair_prompt, identity_word_a=word_a, expression_a=expression_a,
+                    identity_word_b=word_b, expression_b=expression_b, split=split, remembered_face_a=remembered_a,
+                    remembered_face_b=remembered_b, **pair_controls)  # fmt: skip
+        run_pair.click(gpu(service.generate_pair), inputs_for(service.generate_pair, pair), [pair_gallery, pair_info],
+                       api_name="generate_pair", concurrency_id="gpu")  # fmt: skip
         for button in (stop, stop_pair):
             button.click(service.stop, None, None, queue=False, api_visibility="private")
     return demo

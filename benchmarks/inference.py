@@ -5,12 +5,12 @@ between the plain `StableDiffusionPipeline`, PortraitBooth with one person (face
 request, timed separately as `preprocess_s`) and PortraitBooth with two people. Medians of the
 per-image seconds and their ratios are printed; `--json` ends the output with one JSON line.
 
-    python benchmarks/inference.py --preset tiny --json
-    python benchmarks/inference.py --device cuda --preset sd15 --options all --json
+    python -m benchmarks.inference --tiny --json
+    python -m benchmarks.inference --device cuda --options all --json
 
-`--preset sd15` uses the real weights when they are here (`--base`, default the hub id in the cache,
-and `--portrait-weights`), else Stable Diffusion 1.5's architecture with random weights, which times
-the same; the report says which ("weights").
+Without `--tiny` it uses the real weights when they are here (`--base`, default the hub id in the
+cache, and `--portrait-weights`), else Stable Diffusion 1.5's architecture with random weights (the
+`sd15` preset), which times the same; the report says which ("weights").
 """
 
 from __future__ import annotations
@@ -18,26 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+from diffusers import DPMSolverMultistepScheduler
+from diffusers.utils import logging as diffusers_logging
 from PIL import ImageOps
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from diffusers import DPMSolverMultistepScheduler  # noqa: E402
-from diffusers.utils import logging as diffusers_logging  # noqa: E402
-
-from portrait.errors import MissingWeightsError  # noqa: E402
-from portrait.examples import example_face  # noqa: E402
-from portrait.loading import BASE_MODEL_ID  # noqa: E402
-from portrait.multi import Person, generate_people  # noqa: E402
-from portrait.pipeline import PortraitBoothPipeline  # noqa: E402
-from portrait.runtime import pick_device, pick_dtype  # noqa: E402
+from portrait.engine import TINY, ModelSource, load_pipeline
+from portrait.errors import MissingWeightsError
+from portrait.examples import example_face
+from portrait.loading import BASE_MODEL_ID
+from portrait.multi import Person, PortraitBoothPeoplePipeline
+from portrait.pipeline import PortraitBoothPipeline
+from portrait.runtime import pick_device
 
 OPTIONS = ("fp16", "bf16", "channels_last", "compile", "dpm", "offload", "vae_slicing", "vae_tiling")
 CUDA_ONLY = {"fp16", "offload"}
@@ -54,33 +51,34 @@ class Settings:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=["tiny", "sd15"], default="tiny")
+    parser.add_argument("--tiny", action="store_true", help="the tiny preset (default: SD 1.5, real weights when present)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="baseline precision (default fp32)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--fast-steps", type=int, default=20, help="steps of the faster scheduler option (dpm)")
-    parser.add_argument("--size", type=int, help="default: the preset's native size (64 tiny, 512 sd15)")
+    parser.add_argument("--size", type=int, help="default: the model's native size (64 tiny, 512 SD 1.5)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each mode, alternating")
     parser.add_argument("--options", default="", help=f"comma list of {','.join(OPTIONS)}, or 'all'")
-    parser.add_argument("--base", default=BASE_MODEL_ID, help="sd15: the real base model used when present (hub id or folder)")
+    parser.add_argument("--base", default=BASE_MODEL_ID, help="the real base model used when present (hub id or folder)")
     parser.add_argument("--portrait-weights", type=Path)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     return parser.parse_args(argv)
 
 
-def build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[PortraitBoothPipeline, str]:
-    """The pipeline and which weights it has: sd15 takes the real ones when they are here."""
-    pipe, weights = None, "random"
-    if args.preset == "sd15":
+def build(args: argparse.Namespace, device: torch.device, dtype: str) -> tuple[PortraitBoothPipeline, str]:
+    """The pipeline and which weights it has: without --tiny the real ones when they are here."""
+    source = ModelSource(base=TINY, device=str(device), dtype=dtype)
+    if not args.tiny:
         try:
-            pipe = PortraitBoothPipeline.from_pretrained(args.base, portrait_weights=args.portrait_weights, torch_dtype=dtype)
-            weights = "real"
+            pipe = load_pipeline(ModelSource(base=args.base, portrait_weights=args.portrait_weights, device=str(device), dtype=dtype))
+            pipe.set_progress_bar_config(disable=True)
+            return pipe, "real"
         except MissingWeightsError as error:
             print(f"real weights not found ({error}); timing the same architecture with random weights")
-    if pipe is None:
-        pipe = PortraitBoothPipeline.from_random_preset(args.preset, seed=0)
+            source = ModelSource(base="sd15", device=str(device), dtype=dtype)
+    pipe = load_pipeline(source)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype), weights
+    return pipe, "random"
 
 
 def apply_option(
@@ -120,6 +118,7 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
     photo = example_face("astronaut")
     face = pipe.encode_faces(photo)
     people = [Person(face), Person(pipe.encode_faces(ImageOps.mirror(photo)))]  # mirrored: another identity vector
+    several = PortraitBoothPeoplePipeline.from_pipe(pipe)
 
     def generator() -> torch.Generator:
         return torch.Generator("cpu").manual_seed(settings.seed)
@@ -130,7 +129,7 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
     modes = {
         "plain": lambda: plain(PROMPT, generator=generator(), **common),
         "single": lambda: pipe(PROMPT, face=face, generator=generator(), **common),
-        "pair": lambda: generate_people(pipe, PAIR_PROMPT, people, generator=generator(), **common),
+        "pair": lambda: several(PAIR_PROMPT, people, generator=generator(), **common),
         "preprocess": lambda: pipe.encode_faces(photo),
     }
     times: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -162,15 +161,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     diffusers_logging.set_verbosity_error()
     device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype or "fp32")  # fp32 baseline, so the fp16/bf16 options mean something
+    dtype = args.dtype or "fp32"  # fp32 baseline, so the fp16/bf16 options mean something
     pipe, weights = build(args, device, dtype)
     settings = Settings(steps=args.steps, size=args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor)
-    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "preset": args.preset}
+    model = TINY if args.tiny else "sd15"
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "model": model}
     report["weights"] = weights
-    report["dtype"] = str(dtype).removeprefix("torch.")
+    report["dtype"] = dtype
     report.update(measure(pipe, settings, device, args.runs))
     print(
-        f"{report['device']}, {args.preset}, {settings.size}², {settings.steps} steps: plain {report['plain_s']:.3f} s, "
+        f"{report['device']}, {model}, {settings.size}², {settings.steps} steps: plain {report['plain_s']:.3f} s, "
         f"single {report['single_s']:.3f} s ({report['single_over_plain']:.3f}×), pair {report['pair_s']:.3f} s "
         f"({report['pair_over_single']:.3f}× single), face preprocessing {report['preprocess_s']:.3f} s"
     )

@@ -4,8 +4,8 @@ Each combination trains the same models (same seed) on the same synthetic batche
 training session (`train.train.Session`); the median step time (and peak GPU memory on CUDA) is
 printed with its ratio to plain fine-tuning. `--json` ends the output with one JSON line.
 
-    python benchmarks/train_step.py --preset tiny --json
-    python benchmarks/train_step.py --preset sd15 --device cuda --json      # 512², batch 2, bf16
+    python -m benchmarks.train_step --tiny --json
+    python -m benchmarks.train_step --device cuda --json      # SD 1.5's architecture, 512², batch 2, bf16
 
 L_id runs only on face-conditioned samples with t ≤ R_t (about 36 % of batch-2 steps), so its average
 cost is what training pays; `peak_mem_gb` is taken over the steps, and `--worst-case` makes every sample pay it.
@@ -18,7 +18,6 @@ import gc
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,15 +25,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from diffusers.utils import logging as diffusers_logging
+from torch.utils.data import DataLoader
 
-from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from train.config import TrainConfig  # noqa: E402
-from train.dataset import PortraitDataset, StepBatchSampler, collate  # noqa: E402
-from train.synthetic import make_synthetic_set  # noqa: E402
-from train.train import Session  # noqa: E402
+from train.config import TrainConfig
+from train.dataset import PortraitDataset, StepBatchSampler, collate
+from train.synthetic import make_synthetic_set
+from train.train import Session
 
 COMBINATIONS = {
     "plain": dict(identity_weight=0.0, localization_weight=0.0),
@@ -42,15 +39,16 @@ COMBINATIONS = {
     "id": dict(identity_weight=1.0, localization_weight=0.0),
     "all": dict(identity_weight=1.0, localization_weight=1.0),
 }
-PRESETS = {
-    "tiny": dict(config="train/configs/tiny.yaml", resolution=64),
-    "sd15": dict(config="train/configs/paper.yaml", resolution=512, base="random:sd15"),
+CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
+RECIPES = {  # the tiny recipe, or the paper's on SD 1.5's architecture with random weights
+    "tiny": dict(config=CONFIGS / "tiny.yaml", resolution=64),
+    "sd15": dict(config=CONFIGS / "paper.yaml", resolution=512, base="sd15"),
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="tiny")
+    parser.add_argument("--tiny", action="store_true", help="the tiny recipe (default: the paper's, on SD 1.5's architecture)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per combination (after 2 warm-up steps)")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -94,18 +92,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     diffusers_logging.set_verbosity_error()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    preset = PRESETS[args.preset]
+    model = "tiny" if args.tiny else "sd15"
+    recipe = RECIPES[model]
     precision = args.mixed_precision or ("bf16" if device.startswith("cuda") else "no")
     base = TrainConfig.load(
-        preset["config"],
-        base=preset.get("base"),
-        resolution=args.resolution or preset["resolution"],
+        recipe["config"],
+        base=recipe.get("base"),
+        resolution=args.resolution or recipe["resolution"],
         batch_size=args.batch_size,
         mixed_precision=precision,
         num_workers=0,
         identity_timestep_max=1000 if args.worst_case else None,
     )
-    report = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu", "preset": args.preset}
+    report = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu", "model": model}
     report.update(resolution=base.resolution, batch_size=base.batch_size, mixed_precision=precision, combinations={})
     with tempfile.TemporaryDirectory() as folder:
         data = make_synthetic_set(folder, count=8, size=base.resolution)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 import sys
 from pathlib import Path
@@ -13,11 +12,12 @@ from typing import Sequence
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .engine import add_engine_arguments, engine_options, load_engine
+from .engine import add_model_arguments, load_engine, model_source
 from .errors import OptionError, PortraitError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
 from .images import load_image
-from .multi import Person, describe_region, generate_people
+from .files import atomic_path
+from .multi import Person, PortraitBoothPeoplePipeline, describe_region
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
 from .runtime import seeded_generators
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--width", type=int)
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
-    add_engine_arguments(gen)
+    add_model_arguments(gen)
     return parser
 
 
@@ -77,7 +77,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
     if args.identity_occurrence is not None and (args.identity_occurrence < 1 or people > 1):
         raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
     photos = [[read_face(source) for source in sources] for sources in args.face]
-    pipe = load_engine(engine_options(args))
+    pipe = load_engine(model_source(args))
     faces = [pipe.encode_faces(person_photos) for person_photos in photos]
     for analysis in (analysis for face in faces for analysis in face.analyses):
         if analysis.notice:
@@ -105,9 +105,8 @@ def generate(args: argparse.Namespace) -> list[Path]:
         )
     else:
         people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
-        result = generate_people(
-            pipe, args.prompt, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common
-        )
+        several = PortraitBoothPeoplePipeline.from_pipe(pipe)
+        result = several(args.prompt, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common)
         for index, (sources, placed, mask) in enumerate(zip(args.face, result.prompts, result.regions), start=1):
             word = placed.text[slice(*placed.identity_span)]
             print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {describe_region(mask)}")
@@ -157,9 +156,8 @@ def save_png(image: Image.Image, folder: Path, stem: str, metadata: dict[str, st
     path, counter = folder / f"{stem}.png", 1
     while path.exists():
         path, counter = folder / f"{stem}-{counter}.png", counter + 1
-    partial = folder / f".{path.name}.{os.getpid()}.tmp"
-    image.save(partial, format="PNG", pnginfo=info)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        image.save(partial, format="PNG", pnginfo=info)
     return path
 
 

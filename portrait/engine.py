@@ -1,4 +1,11 @@
-"""Building a ready pipeline from user-facing options; shared by the CLI and the app."""
+"""The one way to build a pipeline: a `ModelSource` says where the models come from, `load_pipeline` builds it.
+
+The CLI, the app, training, evaluation and the benchmarks all describe their models with a
+`ModelSource` and get their pipeline from `load_pipeline` (the CLI and the app through
+`load_engine`, which adds the face analyser). A base is a hub id, a diffusers folder (a plain
+Stable Diffusion or a saved PortraitBooth pipeline), or the name of a random-weight preset
+(`tiny`, `drawn`, `sd15`; see portrait/presets.py).
+"""
 
 from __future__ import annotations
 
@@ -8,36 +15,77 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .face.analyzer import FaceAnalyzer
 from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from .pipeline import PortraitBoothPipeline
+from .presets import PRESETS
 from .runtime import DTYPES, pick_device, pick_dtype
 
 logger = logging.getLogger(__name__)
 
+TINY = "tiny"
 TINY_NOTICE = (
     "Running on untrained random models (tiny preset), so images are noise. "
     "For real portraits install the weights (README, 'Weights') and run without --tiny."
 )
 
 
-@dataclass
-class EngineOptions:
-    random_preset: str | None = None  # "tiny" or "sd15": random weights instead of real ones
-    base: str = BASE_MODEL_ID
-    portrait_weights: Path | None = None
-    identity_checkpoint: Path | None = None
-    weights_dir: Path | None = None
-    device: str | None = None
-    dtype: str | None = None
-    detector: str = "auto"
-    seed: int = 0  # of the random preset's weights
+@dataclass(frozen=True)
+class ModelSource:
+    base: str = BASE_MODEL_ID  # hub id, diffusers folder, saved PortraitBooth folder, or a preset name
+    portrait_weights: Path | None = None  # trained STEA (and UNet): a folder with stea/ (unet/)
+    identity_encoder: str | None = None  # φ's architecture for a plain SD base (default: what the STEA names)
+    feature_layer: str | None = None  # which φ feature an untrained STEA fuses (trained weights name their own)
+    identity_checkpoint: Path | None = None  # φ's third-party state dict (default: the weights folder's file)
+    weights_dir: Path | None = None  # third-party weight files (default $PORTRAIT_WEIGHTS_DIR or ./weights)
+    untrained_stea: bool = False  # a zero-residual STEA, whatever the weights hold: plain Stable Diffusion
+    detector: str = "auto"  # face detector of `load_engine`: auto, retinaface or mtcnn
+    seed: int = 0  # a preset's random weights
+    device: str | None = None  # default: CUDA when present
+    dtype: str | None = None  # default: fp16 on CUDA, fp32 on the CPU
+
+    @property
+    def is_preset(self) -> bool:
+        return self.base in PRESETS
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model flags the CLI and the app share (with environment defaults for servers and Spaces)."""
+def load_pipeline(source: ModelSource) -> PortraitBoothPipeline:
+    """The pipeline `source` describes, on its device and in its precision."""
+    device = pick_device(source.device)
+    dtype = pick_dtype(device, source.dtype)
+    if source.is_preset:
+        pipe = PortraitBoothPipeline.from_random_preset(source.base, seed=source.seed)
+        if source.portrait_weights is not None:
+            pipe = pipe.with_portrait_weights(source.portrait_weights)
+        pipe.to(dtype=dtype)
+    else:
+        pipe = PortraitBoothPipeline.from_pretrained(
+            source.base,
+            portrait_weights=source.portrait_weights,
+            identity_encoder_name=source.identity_encoder,
+            identity_checkpoint=source.identity_checkpoint,
+            weights_dir=source.weights_dir,
+            dtype=dtype,
+        )
+    if source.untrained_stea:
+        pipe = pipe.with_untrained_stea(source.feature_layer)
+    elif source.feature_layer is not None:
+        raise ValueError("feature_layer chooses what a new, untrained STEA fuses; trained weights name their own")
+    return pipe.to(device)
+
+
+def load_engine(source: ModelSource) -> PortraitBoothPipeline:
+    """The pipeline with its face analyser: what the CLI and the app serve requests with."""
+    pipe = load_pipeline(source)
+    if source.base == TINY:
+        logger.warning(TINY_NOTICE)
+    device = "cuda" if pipe.device.type == "cuda" else "cpu"
+    pipe.face_analyzer = FaceAnalyzer.load(source.detector, weights_dir=source.weights_dir, device=device)
+    return pipe
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model flags every command shares (with environment defaults for servers and Spaces)."""
     env = os.environ.get
     parser.add_argument("--tiny", action="store_true", help="tiny untrained models: no weights, no network; makes noise")
     parser.add_argument("--base", default=env("PORTRAIT_BASE", BASE_MODEL_ID), help="SD 1.5 hub id or folder ($PORTRAIT_BASE)")
@@ -45,16 +93,16 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--portrait-weights", type=Path, default=env("PORTRAIT_WEIGHTS"), help="trained weights folder, stea/ unet/ ($PORTRAIT_WEIGHTS)"
     )
     parser.add_argument("--identity-checkpoint", type=Path, help="identity encoder .pth (default: the weights folder)")
-    parser.add_argument("--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or weights/)")
+    parser.add_argument("--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or ./weights)")
     parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when present)")
     parser.add_argument("--dtype", choices=list(DTYPES), default=env("PORTRAIT_DTYPE"), help="default fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
 
 
-def engine_options(args: argparse.Namespace) -> EngineOptions:
-    return EngineOptions(
-        random_preset="tiny" if args.tiny else None,
-        base=args.base,
+def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
+    """The `ModelSource` of parsed model flags."""
+    values = dict(
+        base=TINY if args.tiny else args.base,
         portrait_weights=args.portrait_weights,
         identity_checkpoint=args.identity_checkpoint,
         weights_dir=args.weights_dir,
@@ -62,25 +110,5 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         dtype=args.dtype,
         detector=args.detector,
     )
+    return ModelSource(**{**values, **overrides})
 
-
-def load_engine(options: EngineOptions) -> PortraitBoothPipeline:
-    """The pipeline (with its face analyzer) on the chosen device and precision."""
-    device = pick_device(options.device)
-    dtype = pick_dtype(device, options.dtype)
-    if options.random_preset:
-        pipe = PortraitBoothPipeline.from_random_preset(options.random_preset, seed=options.seed)
-        if dtype != torch.float32:
-            pipe.to(dtype=dtype)
-        logger.warning(TINY_NOTICE)
-    else:
-        pipe = PortraitBoothPipeline.from_pretrained(
-            options.base,
-            portrait_weights=options.portrait_weights,
-            identity_checkpoint=options.identity_checkpoint,
-            weights_dir=options.weights_dir,
-            torch_dtype=dtype,
-        )
-    pipe.to(device)
-    pipe.face_analyzer = FaceAnalyzer.load(options.detector, weights_dir=options.weights_dir, device=device)
-    return pipe

@@ -1,13 +1,14 @@
 """Where every model comes from: one place resolves hub ids, local folders and single weight files.
 
-Offline-honest: a file that is here is used; a file that is missing is downloaded only when its host
-answers within seconds; otherwise a `MissingWeightsError` names the file and the folder to put it in.
-Nothing waits on an unreachable network.
+A file that is here is used. A hub model missing from the Hugging Face cache is fetched by
+huggingface_hub, whose own offline mode and cache fall-back decide (HF_HUB_OFFLINE, a failed
+connection); a third-party file (GitHub releases) is fetched only when its host answers within
+seconds, asked anew each time. Whatever cannot be had becomes a `MissingWeightsError` naming the
+file and the folder to put it in.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
@@ -20,7 +21,6 @@ from .errors import MissingWeightsError
 logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR_ENV = "PORTRAIT_WEIGHTS_DIR"
-DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 BASE_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 # What inference needs from a Stable Diffusion repository (no EMA copies, no .bin duplicates).
 BASE_MODEL_FILES = (
@@ -62,15 +62,14 @@ FACEXLIB_WEIGHTS = {
 
 
 def weights_dir_or_default(weights_dir: str | os.PathLike | None = None) -> Path:
-    """The weights folder: the argument, else $PORTRAIT_WEIGHTS_DIR, else `weights/` in the repository."""
+    """The weights folder: the argument, else $PORTRAIT_WEIGHTS_DIR, else `weights/` in the working folder."""
     if weights_dir is not None:
-        return Path(weights_dir).expanduser()
-    return Path(os.environ.get(WEIGHTS_DIR_ENV) or DEFAULT_WEIGHTS_DIR).expanduser()
+        return Path(weights_dir).expanduser().absolute()
+    return Path(os.environ.get(WEIGHTS_DIR_ENV) or Path.cwd() / "weights").expanduser().absolute()
 
 
-@functools.lru_cache(maxsize=None)
 def host_reachable(url: str, timeout: float = 3.0) -> bool:
-    """True when the URL's host accepts a TCP connection within `timeout` seconds."""
+    """True when the URL's host accepts a TCP connection within `timeout` seconds (asked every time)."""
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
@@ -78,19 +77,6 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def _hub_endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub must not be asked (offline mode set, or host unreachable)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or not host_reachable(_hub_endpoint())
 
 
 def resolve_weight_file(weight: WeightFile, weights_dir: str | os.PathLike | None = None) -> Path:
@@ -108,7 +94,7 @@ def resolve_weight_file(weight: WeightFile, weights_dir: str | os.PathLike | Non
     source = f" (download: {weight.url})" if weight.url else ""
     raise MissingWeightsError(
         f"Missing weights for the {weight.description}: put {weight.filename} in {folder}{source}; "
-        f"set {WEIGHTS_DIR_ENV} to use another folder"
+        f"--weights-dir or ${WEIGHTS_DIR_ENV} choose another folder"
     )
 
 
@@ -120,40 +106,38 @@ def resolve_pretrained(
 ) -> Path:
     """Local folder of a diffusers-format model given as a folder or a hub id.
 
-    A hub id is looked up in the local Hugging Face cache first and downloaded only when the hub
-    answers (the required files plus `extra_patterns`, e.g. tokenizer files whose names vary).
-    Either way the folder must hold every `required` file.
+    A hub id is looked up in the local Hugging Face cache first and fetched only when the cache lacks
+    a `required` file (with `extra_patterns`, e.g. tokenizer files whose names vary). Either way the
+    folder must hold every `required` file.
     """
     path = Path(source).expanduser()
-    from_hub = not path.is_dir()
-    patterns = [*required, *extra_patterns]
-    if from_hub:
-        path = _hub_snapshot(str(source), what, patterns)
+    if not path.is_dir():
+        path = _hub_folder(str(source), what, required, [*required, *extra_patterns])
     missing = [name for name in required if not (path / name).is_file()]
-    if missing and from_hub and not hub_offline():  # a partial cache, e.g. an interrupted download
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(str(source), allow_patterns=patterns))
-        missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise MissingWeightsError(f"{what} folder {path} lacks: {', '.join(missing)}")
     return path
 
 
-def _hub_snapshot(repo_id: str, what: str, patterns: list[str]) -> Path:
+def _hub_folder(repo_id: str, what: str, required: tuple[str, ...], patterns: list[str]) -> Path:
     if Path(repo_id).exists() or repo_id.count("/") != 1:
         raise MissingWeightsError(f"{what}: {repo_id} is neither a model folder nor a hub id (owner/name)")
+    import httpx
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        if all((cached / name).is_file() for name in required):
+            return cached
     except LocalEntryNotFoundError:
         pass
-    if hub_offline():
+    try:
+        logger.info("Fetching %s from the Hugging Face hub", repo_id)
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, httpx.HTTPError, OSError) as error:
         raise MissingWeightsError(
-            f"{what} {repo_id} is not in the Hugging Face cache and the hub cannot be reached: run "
-            f"`hf download {repo_id}` where it can, copy the cache here, or pass a local folder"
-        )
-    logger.info("Downloading %s from the Hugging Face hub", repo_id)
-    return Path(snapshot_download(repo_id, allow_patterns=patterns))
+            f"{what} {repo_id} is not in the Hugging Face cache and could not be downloaded "
+            f"({type(error).__name__}): run `hf download {repo_id}` where the hub can be reached and copy the "
+            "cache here, or pass a local folder"
+        ) from error

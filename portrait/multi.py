@@ -106,100 +106,128 @@ def fuse_regions(predictions: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     return (w * predictions).sum(dim=0) / w.sum(dim=0).clamp_min(1e-12)
 
 
-@torch.no_grad()
-def generate_people(
-    pipe: PortraitBoothPipeline,
-    prompt: str,
-    people: Sequence[Person],
-    *,
-    negative_prompt: str | None = None,
-    num_inference_steps: int = PAPER_STEPS,
-    guidance_scale: float = PAPER_GUIDANCE,
-    num_images_per_prompt: int = 1,
-    height: int | None = None,
-    width: int | None = None,
-    generator: torch.Generator | None = None,
-    scene_weight: float = 0.3,
-    split: float = 0.5,
-    overlap: float = 0.1,
-    identity_start: float = 0.0,
-    output_type: str = "pil",
-    callback_on_step_end: Callable | None = None,
-) -> PortraitBoothPipelineOutput:
-    """One picture of several people; `output.prompts[i]` and `output.regions[i]` say where person i went."""
-    if scene_weight <= 0:
-        raise OptionError("scene_weight must be positive: the scene prompt has to cover the whole canvas")
-    check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width)
-    config = pipe.stea.config
-    prompts = build_subject_prompts(
-        prompt, [p.identity_word for p in people], [p.expression for p in people], config.identity_words, config.emotion_words
-    )
-    height = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    width = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    pipe.check_inputs(prompts[0].text, height, width, None)
-    masks = [
-        region_mask(person.region, height, width) if person.region is not None else default
-        for person, default in zip(people, default_regions(len(people), height, width, split, overlap))
-    ]
-    device = pipe._execution_device
-    do_cfg = guidance_scale > 1
-    negative_prompts = [negative_prompt] if negative_prompt is not None else None
-    text, negative = pipe.encode_prompt([prompts[0].text], device, num_images_per_prompt, do_cfg, negative_prompts)
-    person_conditions = [pipe.add_identity(text, [p], person.face, num_images_per_prompt) for p, person in zip(prompts, people)]
-    scene = text
-    for identity_prompt, person in zip(prompts, people):
-        scene = pipe.add_identity(scene, [identity_prompt], person.face, num_images_per_prompt)
-    unconditional = [negative] if do_cfg else []
-    with_faces = torch.cat(unconditional + [scene] + person_conditions)
-    text_only = torch.cat(unconditional + [text] * (1 + len(people)))
-    start_step = round(identity_start * num_inference_steps)
+class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
+    """Several people in one picture, with the single-person pipeline's call surface.
 
-    pipe.scheduler.set_timesteps(num_inference_steps, device=device)
-    latents = pipe.prepare_latents(
-        num_images_per_prompt, pipe.unet.config.in_channels, height, width, text.dtype, device, generator
-    )
-    latent_size = (latents.shape[2], latents.shape[3])
-    weights = latent_weights([np.full((height, width), scene_weight, np.float32)] + masks, latent_size).to(device)
-    step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
-    branches = with_faces.shape[0] // latents.shape[0]
-    pipe._interrupt = False
-    with pipe.progress_bar(total=num_inference_steps) as progress:
-        for step, timestep in enumerate(pipe.scheduler.timesteps):
-            if pipe._interrupt:
-                break
-            conditions = with_faces if step >= start_step else text_only
-            noise = denoise_step(pipe, latents, timestep, conditions, branches, guidance_scale if do_cfg else None, weights)
-            latents = pipe.scheduler.step(noise, timestep, latents, **step_kwargs, return_dict=False)[0]
-            if callback_on_step_end is not None:
-                latents = (callback_on_step_end(pipe, step, timestep, {"latents": latents}) or {}).get("latents", latents)
-            progress.update()
-    if output_type == "latent":
-        images = latents
-    else:
-        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        images = pipe.image_processor.postprocess(decoded, output_type=output_type)
-    pipe.maybe_free_model_hooks()
-    faces = [analysis for person in people for analysis in person.face.analyses]
-    return PortraitBoothPipelineOutput(images, None, prompts, faces, masks)
-
-
-def denoise_step(
-    pipe: PortraitBoothPipeline,
-    latents: torch.Tensor,
-    timestep: torch.Tensor,
-    conditions: torch.Tensor,
-    branches: int,
-    guidance_scale: float | None,
-    weights: torch.Tensor,
-) -> torch.Tensor:
-    """Fused noise prediction of one step: every branch in one UNet call, CFG per branch, then fusion.
-
-    conditions: (branches·B, 77, D) ordered [unconditional (with CFG); scene; person 1; ...].
+    Build it over an existing pipeline's modules with `PortraitBoothPeoplePipeline.from_pipe(pipe)`
+    (no copy, as diffusers' panorama pipeline does). `callback_on_step_end` gets the standard
+    arguments; its tensors are `latents` and `prompt_embeds` (every branch's condition, stacked as
+    [unconditional (with guidance); scene; person 1; ...]), and it may replace them.
     """
-    model_input = pipe.scheduler.scale_model_input(latents, timestep).repeat(branches, 1, 1, 1)
-    predictions = pipe.unet(model_input, timestep, encoder_hidden_states=conditions, return_dict=False)[0]
-    predictions = torch.stack(predictions.chunk(branches))  # (branches, B, C, h, w)
-    if guidance_scale is not None:
-        unconditional, predictions = predictions[0], predictions[1:]
-        predictions = unconditional + guidance_scale * (predictions - unconditional)
-    return fuse_regions(predictions, weights)
+
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        people: Sequence[Person],
+        *,
+        negative_prompt: str | None = None,
+        num_inference_steps: int = PAPER_STEPS,
+        guidance_scale: float = PAPER_GUIDANCE,
+        num_images_per_prompt: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        identity_start: float = 0.0,
+        scene_weight: float = 0.3,
+        split: float = 0.5,
+        overlap: float = 0.1,
+    ) -> PortraitBoothPipelineOutput | tuple:
+        """One picture of several people; `output.prompts[i]` and `output.regions[i]` say where person i went.
+
+        people: each with a face encoding, and optionally an identity word, an expression and a
+            region (a box in canvas fractions or a mask); default regions are side-by-side strips
+            split at `split` with a soft border `overlap` wide.
+        scene_weight: the weight of the scene branch (the whole prompt with every face) everywhere.
+        Everything else is as in `PortraitBoothPipeline.__call__`.
+        """
+        if scene_weight <= 0:
+            raise OptionError("scene_weight must be positive: the scene prompt has to cover the whole canvas")
+        check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width)
+        config = self.stea.config
+        prompts = build_subject_prompts(
+            prompt, [p.identity_word for p in people], [p.expression for p in people], config.identity_words, config.emotion_words
+        )
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        self.check_inputs(prompts[0].text, height, width, None, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
+        masks = [
+            region_mask(person.region, height, width) if person.region is not None else default
+            for person, default in zip(people, default_regions(len(people), height, width, split, overlap))
+        ]
+        device = self._execution_device
+        with_faces, text_only = self._branch_conditions(prompts, people, negative_prompt, num_images_per_prompt)
+        start_step = round(identity_start * num_inference_steps)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        latents = self.prepare_latents(
+            num_images_per_prompt, self.unet.config.in_channels, height, width, with_faces.dtype, device, generator
+        )
+        scene = np.full((height, width), scene_weight, np.float32)
+        weights = latent_weights([scene, *masks], tuple(latents.shape[-2:])).to(device)
+        step_kwargs = self.prepare_extra_step_kwargs(generator, 0.0)
+        with self.progress_bar(total=num_inference_steps) as progress:
+            for step, timestep in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                prompt_embeds = with_faces if step >= start_step else text_only
+                noise = self.fused_noise(latents, timestep, prompt_embeds, weights)
+                latents = self.scheduler.step(noise, timestep, latents, **step_kwargs, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    replaced = callback_on_step_end(self, step, timestep, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}) or {}
+                    latents = replaced.get("latents", latents)
+                    if "prompt_embeds" in replaced:
+                        with_faces = text_only = replaced["prompt_embeds"]
+                progress.update()
+        if output_type == "latent":
+            images = latents
+        else:
+            decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+            images = self.image_processor.postprocess(decoded, output_type=output_type)
+        self.maybe_free_model_hooks()
+        faces = [analysis for person in people for analysis in person.face.analyses]
+        output = PortraitBoothPipelineOutput(images, None, prompts, faces, masks)
+        return output if return_dict else (output.images, output.nsfw_content_detected)
+
+    def _branch_conditions(
+        self, prompts: list, people: Sequence[Person], negative_prompt: str | None, num_images: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(with faces, text only): [unconditional (with guidance); scene; person 1; ...], each `num_images` rows.
+
+        The scene branch holds every person's face at their own word; each person's branch only theirs.
+        """
+        negative = [negative_prompt] if negative_prompt is not None else None
+        device = self._execution_device
+        text, unconditional = self.encode_prompt([prompts[0].text], device, num_images, self.do_classifier_free_guidance, negative)
+        personal = [self.add_identity(text, [p], person.face, num_images) for p, person in zip(prompts, people)]
+        scene = text
+        for identity_prompt, person in zip(prompts, people):
+            scene = self.add_identity(scene, [identity_prompt], person.face, num_images)
+        first = [unconditional] if self.do_classifier_free_guidance else []
+        return torch.cat([*first, scene, *personal]), torch.cat([*first, *[text] * (1 + len(people))])
+
+    def fused_noise(self, latents: torch.Tensor, timestep: torch.Tensor, conditions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Fused noise prediction of one step: every branch in one UNet call, guidance per branch, then fusion.
+
+        conditions: (branches·B, L, D) ordered [unconditional (with guidance); scene; person 1; ...];
+        weights: (regions, h, w) for [scene; person 1; ...].
+        """
+        branches = conditions.shape[0] // latents.shape[0]
+        model_input = self.scheduler.scale_model_input(latents, timestep).repeat(branches, 1, 1, 1)
+        predictions = self.unet(model_input, timestep, encoder_hidden_states=conditions, return_dict=False)[0]
+        predictions = torch.stack(predictions.chunk(branches))  # (branches, B, C, h, w)
+        if self.do_classifier_free_guidance:
+            unconditional, predictions = predictions[0], predictions[1:]
+            predictions = unconditional + self.guidance_scale * (predictions - unconditional)
+        return fuse_regions(predictions, weights)

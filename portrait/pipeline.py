@@ -9,6 +9,8 @@ negative) prompt without a face.
 
 from __future__ import annotations
 
+import copy as pycopy
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,13 +20,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from .errors import MissingWeightsError, NoFaceError, OptionError
 from .face.analyzer import FaceAnalysis, FaceAnalyzer
-from .identity import load_identity_encoder
-from .identity.encoder import IdentityEncoder
+from .identity import ClipImageEncoder, load_identity_encoder
+from .identity.encoder import DEFAULT_IDENTITY_ENCODER, IdentityEncoder
 from .images import ImageInput
 from .loading import BASE_MODEL_ID, resolve_pretrained
 from .prompts import IdentityPrompt, build_identity_prompt, token_index
@@ -60,13 +64,13 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
 
     def __init__(
         self,
-        vae,
-        text_encoder,
-        tokenizer,
-        unet,
-        scheduler,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: KarrasDiffusionSchedulers,
         stea: STEA,
-        identity_encoder: IdentityEncoder,
+        identity_encoder: IdentityEncoder | ClipImageEncoder,
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
@@ -93,6 +97,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         cls,
         pretrained_model_name_or_path: str | os.PathLike = BASE_MODEL_ID,
         portrait_weights: str | os.PathLike | None = None,
+        identity_encoder_name: str | None = None,
         identity_checkpoint: str | os.PathLike | None = None,
         weights_dir: str | os.PathLike | None = None,
         **kwargs,
@@ -102,32 +107,24 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         portrait_weights: folder with `stea/` (and usually `unet/`), as written by training or by
             `save_portrait_weights`/`save_pretrained`. Without it, a plain SD base gets an untrained
             STEA, which leaves every image exactly as plain Stable Diffusion would make it.
-        identity_checkpoint: φ's third-party state dict; default the preset's file in the weights folder.
-        Other keyword arguments go to `DiffusionPipeline.from_pretrained` (torch_dtype, scheduler, ...).
+        identity_encoder_name: φ's architecture for an untrained STEA on a plain SD base (default
+            CurricularFace IR-101); trained weights name their own.
+        identity_checkpoint: φ's third-party state dict; default the architecture's file in the weights folder.
+        Other keyword arguments go to `DiffusionPipeline.from_pretrained` (dtype, scheduler, ...).
         """
         base = resolve_pretrained(pretrained_model_name_or_path, "Base model")
         is_portrait_folder = (base / STEA_FOLDER).is_dir()
-        dtype = kwargs.get("torch_dtype")
+        dtype = kwargs.get("dtype")
         if portrait_weights is not None:
-            weights = Path(portrait_weights)
-            if not (weights / STEA_FOLDER).is_dir():
-                raise MissingWeightsError(f"{weights} holds no {STEA_FOLDER}/ folder: not PortraitBooth weights")
-            if "stea" not in kwargs:
-                kwargs["stea"] = STEA.from_pretrained(weights / STEA_FOLDER, torch_dtype=dtype)
-            if "unet" not in kwargs and (weights / UNET_FOLDER).is_dir():
-                kwargs["unet"] = UNet2DConditionModel.from_pretrained(weights / UNET_FOLDER, torch_dtype=dtype)
+            kwargs = {**portrait_modules(Path(portrait_weights), dtype), **kwargs}
         if not is_portrait_folder:
-            if "stea" not in kwargs:
-                kwargs["stea"] = _untrained_stea(base)
-            stea_config = kwargs["stea"].config
-            if "identity_encoder" not in kwargs:
-                encoder = load_identity_encoder(
-                    stea_config.identity_encoder, stea_config.feature_layer, identity_checkpoint, weights_dir
-                )
-                kwargs["identity_encoder"] = encoder.to(dtype) if dtype else encoder
+            kwargs.setdefault("stea", _untrained_stea(base, identity_encoder_name or DEFAULT_IDENTITY_ENCODER))
             kwargs.setdefault("safety_checker", None)  # not part of the paper's recipe; not downloaded
             kwargs.setdefault("feature_extractor", None)
             kwargs.setdefault("requires_safety_checker", False)
+        if "stea" in kwargs and "identity_encoder" not in kwargs:
+            folder = base / "identity_encoder" if is_portrait_folder else None
+            kwargs["identity_encoder"] = _identity_encoder_for(kwargs["stea"], folder, identity_checkpoint, weights_dir, dtype)
         pipe = super().from_pretrained(base, **kwargs)
         if not is_portrait_folder and "scheduler" not in kwargs:
             pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
@@ -150,6 +147,25 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         plain = StableDiffusionPipeline(**components, requires_safety_checker=False)
         plain.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return plain
+
+    def with_modules(self, **modules) -> "PortraitBoothPipeline":
+        """A pipeline sharing this one's modules but for `modules` (a scheduler of its own, other weights)."""
+        pipe = self.__class__(**{**self.components, **modules})
+        pipe.face_analyzer = self.face_analyzer
+        pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        return pipe
+
+    def with_portrait_weights(self, folder: str | os.PathLike) -> "PortraitBoothPipeline":
+        """These modules with trained STEA (and UNet) weights from `folder`, φ set to the feature STEA fuses."""
+        modules = portrait_modules(Path(folder), self.unet.dtype)
+        modules["identity_encoder"] = _with_feature_layer(self.identity_encoder, modules["stea"].config.feature_layer)
+        return self.with_modules(**modules).to(self.device)
+
+    def with_untrained_stea(self, feature_layer: str | None = None) -> "PortraitBoothPipeline":
+        """A zero-residual STEA (exactly plain Stable Diffusion) fusing φ's `feature_layer` (default: as now)."""
+        encoder = _with_feature_layer(self.identity_encoder, feature_layer or self.stea.config.feature_layer)
+        stea = STEA.from_config(self.stea.config, identity_dim=encoder.feature_dim, feature_layer=encoder.config.feature_layer)
+        return self.with_modules(stea=stea.to(self.device, self.stea.dtype), identity_encoder=encoder)
 
     def save_portrait_weights(self, folder: str | os.PathLike) -> None:
         """Write what PortraitBooth training changes (UNet and STEA), as safetensors with their configs."""
@@ -350,15 +366,45 @@ def _with_identity_switch(
     return callback, list(dict.fromkeys(user_inputs + ["prompt_embeds"]))
 
 
-def _untrained_stea(base: Path) -> STEA:
-    """A zero-residual STEA sized for the base model's text encoder and the default identity encoder."""
+def portrait_modules(folder: Path, dtype: torch.dtype | None = None) -> dict:
+    """The trained STEA (and UNet, when the folder holds one) of a PortraitBooth weights folder."""
+    if not (folder / STEA_FOLDER).is_dir():
+        raise MissingWeightsError(f"{folder} holds no {STEA_FOLDER}/ folder: not PortraitBooth weights")
+    modules = {"stea": STEA.from_pretrained(folder / STEA_FOLDER, dtype=dtype)}
+    if (folder / UNET_FOLDER).is_dir():
+        modules["unet"] = UNet2DConditionModel.from_pretrained(folder / UNET_FOLDER, dtype=dtype)
+    return modules
+
+
+def _identity_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype) -> IdentityEncoder:
+    """φ as `stea` was trained with: the saved pipeline's own φ when it is that architecture, else the
+    third-party checkpoint; either way set to the feature layer STEA fuses."""
+    config = stea.config
+    if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.identity_encoder:
+        encoder = IdentityEncoder.from_pretrained(folder, dtype=dtype)
+        return _with_feature_layer(encoder, config.feature_layer)
+    encoder = load_identity_encoder(config.identity_encoder, config.feature_layer, checkpoint, weights_dir)
+    return encoder.to(dtype) if dtype else encoder
+
+
+def _with_feature_layer(encoder, layer: str):
+    """`encoder` (sharing its weights) giving `layer` as its STEA feature; CLIP features have one layer only."""
+    if not isinstance(encoder, IdentityEncoder) or encoder.config.feature_layer == layer:
+        return encoder
+    copy = pycopy.copy(encoder)  # its own config; the parameters stay shared
+    copy.register_to_config(feature_layer=layer)
+    return copy
+
+
+def _untrained_stea(base: Path, identity_encoder: str) -> STEA:
+    """A zero-residual STEA sized for the base model's text encoder and `identity_encoder`'s default feature."""
     from transformers import CLIPTextConfig
 
-    from .identity.encoder import DEFAULT_IDENTITY_ENCODER, IDENTITY_ENCODERS
+    from .identity.encoder import IDENTITY_ENCODERS
 
     text_dim = CLIPTextConfig.from_pretrained(base / "text_encoder").hidden_size
-    preset = IDENTITY_ENCODERS[DEFAULT_IDENTITY_ENCODER]
-    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim)
+    preset = IDENTITY_ENCODERS[identity_encoder]
+    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim, identity_encoder=identity_encoder)
 
 
 def _check_dimensions(text_encoder, stea: STEA, identity_encoder: IdentityEncoder) -> None:

@@ -3,6 +3,9 @@
 - `tiny`: every component with the real architecture at toy size; runs on a CPU in seconds. Images it
   makes are noise: it exists so that the engine, the app, training and evaluation run and are tested
   where no weights are.
+- `drawn`: the tiny architectures for 32×32 pictures (a VAE that halves the size twice, so the UNet
+  still works on 8×8 latents): the CPU-scale learning experiment (benchmarks/learning.py) trains
+  them on drawn people.
 - `sd15`: Stable Diffusion 1.5's exact architectures (and CurricularFace IR-101) with random weights:
   it times and fills memory like the real model, for benchmarks on machines without the weights.
 
@@ -77,10 +80,10 @@ def write_tiny_tokenizer(folder: str | Path, words: tuple[str, ...] = TINY_WORDS
     return folder
 
 
-def tiny_tokenizer() -> CLIPTokenizer:
+def tiny_tokenizer(max_tokens: int = 77) -> CLIPTokenizer:
     """The tiny CLIP tokenizer, loaded through its files like a real one."""
     with tempfile.TemporaryDirectory() as folder:
-        return CLIPTokenizer.from_pretrained(write_tiny_tokenizer(folder), model_max_length=77)
+        return CLIPTokenizer.from_pretrained(write_tiny_tokenizer(folder), model_max_length=max_tokens)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class RandomPreset:
     unet: dict
     vae: dict
     identity_encoder: str
+    max_tokens: int = 77  # the text encoder's context (SD 1.5: 77)
+    word_scale: float = 1.0  # word embeddings × this at initialisation (see the `drawn` preset)
 
 
 PRESETS = {
@@ -106,6 +111,26 @@ PRESETS = {
         ),
         vae=dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=64),
         identity_encoder="tiny",
+    ),
+    "drawn": RandomPreset(
+        text_encoder=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+        unet=dict(
+            sample_size=8,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=16,
+        ),
+        vae=dict(block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=32),
+        identity_encoder="drawn",
+        # A pretrained CLIP tells words apart; a random one barely does (its outputs are dominated by
+        # the shared position embeddings). Larger word embeddings restore that, and a 16-token context
+        # keeps the few words of a toy caption from drowning among 70 padding tokens.
+        max_tokens=16,
+        word_scale=10.0,
     ),
     "sd15": RandomPreset(
         text_encoder=dict(
@@ -137,22 +162,24 @@ def build_random_components(preset: str = "tiny", seed: int = 0) -> dict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     config = PRESETS[preset]
-    tokenizer = tiny_tokenizer()
+    tokenizer = tiny_tokenizer(config.max_tokens)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
                 **{"vocab_size": len(tokenizer), **config.text_encoder},
-                max_position_embeddings=77,
+                max_position_embeddings=config.max_tokens,
                 bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
+        text_encoder.get_input_embeddings().weight.data.mul_(config.word_scale)
         unet = UNet2DConditionModel(**config.unet)
+        levels = len(config.vae["block_out_channels"])
         vae = AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
+            down_block_types=("DownEncoderBlock2D",) * levels,
+            up_block_types=("UpDecoderBlock2D",) * levels,
             latent_channels=4,
             **config.vae,
         )

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from portrait.pipeline import PortraitBoothPipeline
-from webui.handlers import OUT_OF_MEMORY, PortraitService, UploadReader, canvas_size
+from webui.errors import OUT_OF_MEMORY
+from webui.handlers import PortraitService, canvas_size
+from webui.uploads import UploadReader
 
 
 @pytest.fixture

@@ -1,14 +1,8 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import inference  # noqa: E402
-import train_step  # noqa: E402
+from benchmarks import inference, train_step
 
 
 def test_inference_benchmark_reports_the_contract_keys(capsys):
-    report = inference.main(["--preset", "tiny", "--steps", "2", "--runs", "1", "--options", "dpm,fp16", "--fast-steps", "1", "--json"])
+    report = inference.main(["--tiny", "--steps", "2", "--runs", "1", "--options", "dpm,fp16", "--fast-steps", "1", "--json"])
     keys = {"single_s", "plain_s", "single_over_plain", "pair_s", "pair_over_single", "preprocess_s", "device"}
     assert keys <= set(report) and report["device"] == "cpu"
     assert report["options"]["fp16"] == {"skipped": "CUDA only"} and report["options"]["dpm"]["steps"] == 1
@@ -17,7 +11,7 @@ def test_inference_benchmark_reports_the_contract_keys(capsys):
 
 
 def test_train_step_benchmark_reports_every_combination(capsys):
-    report = train_step.main(["--preset", "tiny", "--steps", "1", "--json"])
+    report = train_step.main(["--tiny", "--steps", "1", "--json"])
     assert set(report["combinations"]) == {"plain", "loc", "id", "all"} and report["device"] == "cpu"
     assert report["combinations"]["plain"]["over_plain"] == 1.0 and report["all_over_plain"] > 0
     assert all(set(result) >= {"step_s", "peak_mem_gb"} for result in report["combinations"].values())

@@ -59,15 +59,15 @@ def test_whole_harness_on_a_tiny_run(tmp_path, astronaut):
                                    "multi": ["a photo of {subject_a} and {subject_b} at a bar"]}))  # fmt: skip
     run = tmp_path / "run"
     common = ["--subjects", str(subjects), "--out", str(run), "--prompts", str(prompts), "--images-per-prompt", "1"]
-    main(["generate", *common, "--preset", "tiny", "--steps", "2", "--protocols", "single,multi"])
+    main(["generate", *common, "--tiny", "--steps", "2", "--protocols", "single,multi"])
     images = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.png"))
     assert len(images) == 2 * 2 + 1 and "images/multi/eileen+mirror/multi-00-0.png" in images
-    main(["generate", *common, "--preset", "tiny", "--steps", "2", "--protocols", "single,multi"])  # nothing to redo
-    rows = main(["score", "--run", str(run), "--preset", "tiny"])
+    main(["generate", *common, "--tiny", "--steps", "2", "--protocols", "single,multi"])  # nothing to redo
+    rows = main(["score", "--run", str(run), "--tiny"])
     with (run / "scores.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == len(rows) == 5
     table = (run / "table.md").read_text()
     assert "| Method | Protocol | Images | Id Pres | CLIP-TI | ID(P) | HM | GM |" in table
     assert "| portraitbooth | single | 4 |" in table and "| portraitbooth | multi | 1 |" in table
-    again = main(["score", "--run", str(run), "--preset", "tiny"])  # scored images are read back, not rescored
+    again = main(["score", "--run", str(run), "--tiny"])  # scored images are read back, not rescored
     assert [row["file"] for row in again] == [row["file"] for row in rows] and (run / "table.md").read_text() == table

@@ -82,9 +82,9 @@ def fixed_loss(config, data, folder=None) -> float:
 def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, data):
     recipe = write_config(tmp_path)
     straight, split = tmp_path / "straight", tmp_path / "split"
-    main(["--config", str(recipe), "--data", str(data), "--output_dir", str(straight), "--max_steps", "12"])
-    main(["--config", str(recipe), "--data", str(data), "--output_dir", str(split), "--max_steps", "8"])
-    main(["--config", str(recipe), "--data", str(data), "--output_dir", str(split), "--max_steps", "12", "--resume", "latest"])
+    main(["--config", str(recipe), "--data", str(data), "--output-dir", str(straight), "--max-steps", "12"])
+    main(["--config", str(recipe), "--data", str(data), "--output-dir", str(split), "--max-steps", "8"])
+    main(["--config", str(recipe), "--data", str(data), "--output-dir", str(split), "--max-steps", "12", "--resume", "latest"])
     for part in ("unet", "stea"):
         a = load_file(straight / "final" / part / "diffusion_pytorch_model.safetensors")
         b = load_file(split / "final" / part / "diffusion_pytorch_model.safetensors")
@@ -98,7 +98,7 @@ def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, data):
 def test_trained_weights_load_into_the_pipeline(tmp_path, data, astronaut):
     recipe = write_config(tmp_path, validation_every=3)
     output = tmp_path / "run"
-    main(["--config", str(recipe), "--data", str(data), "--output_dir", str(output), "--max_steps", "3"])
+    main(["--config", str(recipe), "--data", str(data), "--output-dir", str(output), "--max-steps", "3"])
     assert sorted(p.name for p in (output / "validation" / "step-000003").iterdir())[0] == "face0-prompt0.png"
     base = PortraitBoothPipeline.from_random_preset("tiny", seed=0)
     base.as_plain_pipeline().save_pretrained(tmp_path / "base")
@@ -112,7 +112,7 @@ def test_trained_weights_load_into_the_pipeline(tmp_path, data, astronaut):
 @pytest.mark.slow
 def test_without_stea_ablation_fuses_clip_features(tmp_path, data):
     recipe = write_config(tmp_path, fusion_encoder="clip_tiny")
-    final = main(["--config", str(recipe), "--data", str(data), "--output_dir", str(tmp_path / "run"), "--max_steps", "3"])
+    final = main(["--config", str(recipe), "--data", str(data), "--output-dir", str(tmp_path / "run"), "--max-steps", "3"])
     config = yaml.safe_load((final / "stea" / "config.json").read_text())
     assert config["identity_encoder"] == "clip_tiny" and config["identity_dim"] == 32
 
@@ -126,9 +126,9 @@ def test_two_processes_through_accelerate_and_resume(tmp_path, data):
     recipe = write_config(tmp_path)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.train", "--config", str(recipe),
-              "--data", str(data), "--output_dir", str(tmp_path / "ddp")]  # fmt: skip
+              "--data", str(data), "--output-dir", str(tmp_path / "ddp")]  # fmt: skip
     for steps, extra in (("4", []), ("6", ["--resume", "latest"])):
-        done = subprocess.run([*launch, "--max_steps", steps, *extra], capture_output=True, text=True, timeout=600)
+        done = subprocess.run([*launch, "--max-steps", steps, *extra], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
     assert "Resumed from" in done.stderr + done.stdout
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step-000004", "step-000006"]
@@ -138,6 +138,6 @@ def test_two_processes_through_accelerate_and_resume(tmp_path, data):
 def test_bf16_mixed_precision_with_validation(tmp_path, data):
     """Frozen modules in bf16 beside fp32 trained ones, as on a GPU; CPU autocast runs the same code."""
     recipe = write_config(tmp_path, mixed_precision="bf16", validation_every=2)
-    final = main(["--config", str(recipe), "--data", str(data), "--output_dir", str(tmp_path / "bf16"), "--max_steps", "2"])
+    final = main(["--config", str(recipe), "--data", str(data), "--output-dir", str(tmp_path / "bf16"), "--max-steps", "2"])
     assert (final / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert len(list((tmp_path / "bf16" / "validation" / "step-000002").glob("*.png"))) == 4

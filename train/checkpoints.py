@@ -1,24 +1,29 @@
-"""Training checkpoints in safetensors and JSON only: no pickles to trust when resuming.
+"""Training checkpoints the accelerate way: `accelerator.save_state` / `load_state`.
 
     OUT/checkpoints/step-000120/
-        unet/, stea/            diffusers folders (config + safetensors): usable as portrait weights
-        optimizer.safetensors   every tensor of the optimizer state
-        state.json              optimizer hyper-parameters, LR-scheduler state, step, config
-A checkpoint is written to a temporary folder and renamed when complete; the last K are kept.
+        unet/, stea/        diffusers folders (config + safetensors), written by a save hook: usable as
+                            portrait weights as they are
+        optimizer.bin, scheduler.bin, random_states_0.pkl (and scaler.pt with fp16): accelerate's files
+
+The models are read back from their safetensors by a load hook; accelerate reads its own files with
+`torch.load(weights_only=True)`, which admits tensors and plain values only, never code. A checkpoint
+is written to a temporary folder and renamed when complete; the last K are kept. Its step is its name.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+from portrait.files import atomic_path
+from portrait.stea import STEA
 
 CHECKPOINTS = "checkpoints"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 _NAME = re.compile(r"^step-(\d+)$")
 
 
@@ -41,100 +46,51 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
         found = list_checkpoints(output_dir)
         return found[-1][1] if found else None
     path = Path(resume)
-    if not (path / "state.json").is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no state.json)")
+    if not _NAME.match(path.name) or not (path / "optimizer.bin").is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (a step-N folder with optimizer.bin)")
     return path
 
 
-def save_checkpoint(
-    output_dir: Path,
-    step: int,
-    unet,
-    stea,
-    optimizer: torch.optim.Optimizer,
-    lr_scheduler,
-    config: dict,
-    keep: int,
-    scaler=None,
-) -> Path:
-    """Write step `step` (with the fp16 loss scaler's state when there is one); keep the last `keep`."""
+def _part_name(model) -> str:
+    return "stea" if isinstance(model, STEA) else "unet"
+
+
+def register_model_hooks(accelerator: Accelerator) -> None:
+    """Save and load the trained models as diffusers folders inside accelerate's checkpoints."""
+
+    def save(models, weights, output_dir) -> None:
+        for model in models:
+            unwrapped = accelerator.unwrap_model(model)
+            unwrapped.save_pretrained(Path(output_dir) / _part_name(unwrapped))
+        weights.clear()  # the folders hold them: accelerate writes no second copy
+
+    def load(models, input_dir) -> None:
+        while models:
+            unwrapped = accelerator.unwrap_model(models.pop())
+            unwrapped.load_state_dict(load_file(Path(input_dir) / _part_name(unwrapped) / WEIGHTS_FILE))
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> Path:
+    """Step `step`'s full training state; the last `keep` checkpoints are kept."""
     final = checkpoint_folder(output_dir, step)
-    for stale in final.parent.glob("step-*.tmp"):  # left by a run killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
-
-    def write(partial: Path) -> None:
-        unet.save_pretrained(partial / "unet")
-        stea.save_pretrained(partial / "stea")
-        tensors, groups = _flatten_optimizer(optimizer.state_dict())
-        save_file(tensors, partial / "optimizer.safetensors")
-        state = {"step": step, "optimizer": groups, "lr_scheduler": _jsonable(lr_scheduler.state_dict()), "config": config}
-        if scaler is not None:
-            state["grad_scaler"] = _jsonable(scaler.state_dict())
-        (partial / "state.json").write_text(json.dumps(state, indent=1))
-
-    _write_folder_atomically(final, write)
+    with atomic_path(final) as partial:
+        accelerator.save_state(str(partial))
     for _, old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def load_checkpoint(accelerator: Accelerator, folder: Path) -> int:
+    """Restore everything `save_checkpoint` wrote into the prepared objects; the step to continue from."""
+    accelerator.load_state(str(folder))
+    return int(_NAME.match(folder.name).group(1))
+
+
 def save_final_weights(folder: Path, unet, stea) -> None:
     """The trained weights as portrait weights (unet/, stea/), replaced only when complete."""
-
-    def write(partial: Path) -> None:
+    with atomic_path(folder) as partial:
         unet.save_pretrained(partial / "unet")
         stea.save_pretrained(partial / "stea")
-
-    _write_folder_atomically(Path(folder), write)
-
-
-def _write_folder_atomically(final: Path, write) -> None:
-    partial = final.with_name(final.name + ".tmp")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    write(partial)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-
-
-def load_checkpoint(folder: Path, unet, stea, optimizer: torch.optim.Optimizer, lr_scheduler, scaler=None) -> int:
-    """Restore weights, optimizer, LR scheduler (and loss scaler) in place; returns the step to continue from."""
-    unet.load_state_dict(load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"))
-    stea.load_state_dict(load_file(folder / "stea" / "diffusion_pytorch_model.safetensors"))
-    state = json.loads((folder / "state.json").read_text())
-    tensors = load_file(folder / "optimizer.safetensors")
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
-    lr_scheduler.load_state_dict(state["lr_scheduler"])
-    if scaler is not None and "grad_scaler" in state:
-        scaler.load_state_dict(state["grad_scaler"])
-    return int(state["step"])
-
-
-def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, scalars = {}, {}
-    for param_id, values in state_dict["state"].items():
-        for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{param_id}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{param_id}.{name}"] = value
-    return tensors, {"param_groups": _jsonable(state_dict["param_groups"]), "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, value in [*tensors.items(), *groups["scalars"].items()]:
-        param_id, name = key.split(".", 1)
-        state.setdefault(int(param_id), {})[name] = value
-    return {"state": state, "param_groups": groups["param_groups"]}
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)

@@ -16,7 +16,7 @@ DEFAULT_ECAC_LAYERS = ("down_blocks.1", "down_blocks.2", "mid_block", "up_blocks
 @dataclass
 class TrainConfig:
     # models
-    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # or "random:tiny" / "random:sd15"
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id, folder, or a random preset: tiny, drawn, sd15
     identity_encoder: str = "curricularface_ir101"  # φ: measures identity (L_id) and, by default, feeds STEA
     fusion_encoder: str | None = None  # what STEA fuses instead of φ's feature ("clip_vit_l14": the w/o-STEA ablation)
     identity_checkpoint: str | None = None
@@ -30,6 +30,7 @@ class TrainConfig:
     masked_noise_fraction: float = 0.5  # samples whose noise loss is taken inside the face mask only
     flip_probability: float = 0.5
     mask_kind: str = "face"  # "face" (paper) or "person" (ablation)
+    image_cache: int = 0  # decoded pictures kept in memory by the reader (small sets only; 0: read every time)
     # losses (SPEC.md)
     noise_weight: float = 1.0
     identity_weight: float = 1.0  # L_id (DIP); 0 turns it off
@@ -42,6 +43,7 @@ class TrainConfig:
     ecac_layers: tuple[str, ...] = DEFAULT_ECAC_LAYERS
     # optimisation
     learning_rate: float = 1e-5
+    lr_warmup_steps: int = 0  # linear warm-up to learning_rate, then constant (the paper: constant from the start)
     batch_size: int = 2  # per device
     max_steps: int = 150_000
     adam_beta1: float = 0.9

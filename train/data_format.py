@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from portrait.files import atomic_path
+
 MANIFEST = "manifest.jsonl"
 
 
@@ -39,10 +41,8 @@ class Sample:
 
 
 def save_image_atomically(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(partial, format="PNG")
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        image.save(partial, format="PNG")
 
 
 def write_sample_files(

@@ -6,6 +6,7 @@ so an interrupted run that resumes at step k sees exactly the batches it would h
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -60,9 +61,23 @@ class PortraitDataset(Dataset):
             raise ValueError(f"{root} holds no training samples")
         self.tokenizer = tokenizer
         self.config = config
+        self._make_caches()
         self.word_map = _identity_word_map(config.identity_words)
         if config.mask_kind == "person" and any(sample.person_mask is None for sample in self.samples):
             raise ValueError(f"mask_kind 'person' needs person masks; {root} was prepared without them (use --mask bisenet)")
+
+    def _make_caches(self) -> None:
+        size = self.config.image_cache
+        self._picture = functools.lru_cache(maxsize=size)(_read_picture) if size else _read_picture
+        self._input_ids = functools.lru_cache(maxsize=4096)(self._tokenize)  # captions repeat; tokenizing costs
+        self._token = functools.lru_cache(maxsize=4096)(self._token_index)
+
+    def __getstate__(self) -> dict:  # DataLoader workers started by spawn get fresh caches
+        return {k: v for k, v in self.__dict__.items() if k not in ("_picture", "_input_ids", "_token")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._make_caches()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -71,9 +86,9 @@ class PortraitDataset(Dataset):
         sample = self.samples[draw.index]
         rng = np.random.default_rng(draw.seed)
         config = self.config
-        image = Image.open(self.root / sample.image).convert("RGB")
+        image = self._picture(self.root / sample.image, "RGB")
         mask_file = sample.person_mask if config.mask_kind == "person" else sample.mask
-        mask = Image.open(self.root / mask_file).convert("L")
+        mask = self._picture(self.root / mask_file, "L")
         landmarks = np.asarray(sample.landmarks, dtype=np.float32)
         image, mask, landmarks = _resize_and_crop(image, mask, landmarks, config.resolution, rng)
         if rng.random() < config.flip_probability:
@@ -89,11 +104,9 @@ class PortraitDataset(Dataset):
         return {
             "pixel_values": image_to_tensor(image) * 2 - 1,
             "face_mask": image_to_tensor(mask.convert("RGB"))[:1],
-            "reference": image_to_tensor(Image.open(self.root / sample.reference).convert("RGB")),
+            "reference": image_to_tensor(self._picture(self.root / sample.reference, "RGB")),
             "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks)),
-            "input_ids": self.tokenizer(
-                caption, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-            ).input_ids[0],
+            "input_ids": self._input_ids(caption),
             "identity_token": torch.tensor(identity_token),  # where ECAC looks (NO_TOKEN: unconditional)
             "face_token": torch.tensor(NO_TOKEN if text_only else identity_token),  # where STEA adds the face
             "expression_token": torch.tensor(self._token(caption, expression_span)),
@@ -111,13 +124,22 @@ class PortraitDataset(Dataset):
             expression_span = (expression_span[0] + shift, expression_span[1] + shift)
         return caption, (start, start + len(word)), expression_span
 
-    def _token(self, caption: str, span: tuple[int, int] | None) -> int:
+    def _tokenize(self, caption: str) -> torch.Tensor:
+        return self.tokenizer(
+            caption, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids[0]
+
+    def _token_index(self, caption: str, span: tuple[int, int] | None) -> int:
         if span is None:
             return NO_TOKEN
         try:
             return token_index(self.tokenizer, caption, span)
         except PromptError:
             return NO_TOKEN  # past the 77-token window: the loss skips this word
+
+
+def _read_picture(path: Path, mode: str) -> Image.Image:
+    return Image.open(path).convert(mode)
 
 
 def _identity_word_map(identity_words: tuple[str, ...]) -> dict[str, str]:

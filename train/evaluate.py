@@ -1,8 +1,8 @@
 """The paper's evaluation, one command per half: generate images, then score them.
 
     python -m train.evaluate generate --subjects DIR --out RUN [--prompts FILE] [--images-per-prompt N]
-                                      [--checkpoint W | --baseline sd|untrained] [--preset tiny]
-    python -m train.evaluate score --run RUN [--preset tiny]
+                                      [--checkpoint W | --baseline sd|untrained] [--tiny]
+    python -m train.evaluate score --run RUN [--tiny]
 
 DIR holds one reference photo per subject and `subjects.json` ({"file name": "man" | "woman" | word}).
 The prompt file (default train/eval_prompts.json) maps group names to prompts with a `{subject}`
@@ -22,7 +22,6 @@ import argparse
 import csv
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -31,9 +30,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from portrait.engine import ModelSource, load_pipeline
 from portrait.errors import PortraitError
 from portrait.images import load_image
-from portrait.multi import Person, generate_people
+from portrait.files import atomic_path
+from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject_prompts
 
@@ -95,14 +96,14 @@ def prompt_text(job: Job, words: dict[str, str]) -> tuple[str, list]:
 
 # ------------------------------------------------------------------ generation
 def build_pipeline(args: argparse.Namespace) -> PortraitBoothPipeline:
-    if args.preset == "tiny":
-        pipe = PortraitBoothPipeline.from_random_preset("tiny")
-    else:
-        pipe = PortraitBoothPipeline.from_pretrained(args.base, portrait_weights=args.checkpoint, weights_dir=args.weights_dir)
-        pipe.to("cuda" if torch.cuda.is_available() else "cpu")
-    if args.baseline == "untrained":
-        torch.nn.init.zeros_(pipe.stea.fc2.weight)
-        torch.nn.init.zeros_(pipe.stea.fc2.bias)
+    """The method under test, through the engine's one loader: trained weights, or an untrained STEA."""
+    source = ModelSource(
+        base="tiny" if args.tiny else args.base,
+        portrait_weights=args.checkpoint,
+        untrained_stea=args.baseline == "untrained",
+        weights_dir=args.weights_dir,
+    )
+    pipe = load_pipeline(source)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -115,7 +116,7 @@ def generate(args: argparse.Namespace) -> Path:
         "method": method,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "base": args.base,
-        "preset": args.preset,
+        "tiny": args.tiny,
         "subjects_dir": str(args.subjects.resolve()),
         "subjects": words,
         "prompts": json.loads(args.prompts.read_text()),
@@ -137,6 +138,7 @@ def generate(args: argparse.Namespace) -> Path:
     pipe = build_pipeline(args)
     faces = {name: pipe.encode_faces(load_image(args.subjects / name)) for name in words}
     plain = pipe.as_plain_pipeline() if args.baseline == "sd" else None
+    several = PortraitBoothPeoplePipeline.from_pipe(pipe)
     for job in tqdm(todo, desc="generating", unit="image"):
         text, placed = prompt_text(job, words)
         generator = torch.Generator("cpu").manual_seed(args.seed + job.image_index)
@@ -145,14 +147,11 @@ def generate(args: argparse.Namespace) -> Path:
             image = plain(text, **common).images[0]
         elif job.protocol == "multi":
             people = [Person(faces[name], identity_word=p.identity_word) for name, p in zip(job.subjects, placed)]
-            image = generate_people(pipe, text, people, **common).images[0]
+            image = several(text, people, **common).images[0]
         else:
             image = pipe(text, face=faces[job.subjects[0]], identity_word=placed[0].identity_word, **common).images[0]
-        path = out / job.file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.tmp")
-        image.save(partial, format="PNG")
-        os.replace(partial, path)
+        with atomic_path(out / job.file) as partial:
+            image.save(partial, format="PNG")
     return out
 
 
@@ -160,7 +159,7 @@ def generate(args: argparse.Namespace) -> Path:
 def score(args: argparse.Namespace) -> list[dict]:
     out = args.run
     run = json.loads((out / "run.json").read_text())
-    metrics = MetricModels.tiny() if args.preset == "tiny" else MetricModels.load(args.weights_dir)
+    metrics = MetricModels.tiny() if args.tiny else MetricModels.load(args.weights_dir)
     subjects_dir = Path(run["subjects_dir"])
     references = {}
     for name in run["subjects"]:
@@ -175,12 +174,10 @@ def score(args: argparse.Namespace) -> list[dict]:
     for job in tqdm(jobs, desc="scoring", unit="image"):
         rows.append(score_image(job, run, metrics, references, out))
     rows.sort(key=lambda row: row["file"])
-    partial = scores_file.with_name(".scores.csv.tmp")
-    with partial.open("w", newline="") as handle:
+    with atomic_path(scores_file) as partial, partial.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=SCORE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(partial, scores_file)
     (out / "table.md").write_text(markdown_table(rows, run))
     return rows
 
@@ -247,11 +244,11 @@ def main(argv: list[str] | None = None):
     gen.add_argument("--steps", type=int, default=50)
     gen.add_argument("--guidance", type=float, default=5.0)
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--preset", choices=["tiny"], help="tiny random models, offline")
+    gen.add_argument("--tiny", action="store_true", help="tiny random models, offline")
     gen.add_argument("--weights-dir", type=Path)
     sco = commands.add_parser("score")
     sco.add_argument("--run", required=True, type=Path)
-    sco.add_argument("--preset", choices=["tiny"], help="randomly initialised metric networks, offline")
+    sco.add_argument("--tiny", action="store_true", help="randomly initialised metric networks, offline")
     sco.add_argument("--weights-dir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "generate":

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from portrait.face.analyzer import FaceAnalysis, FaceAnalyzer
+from portrait.files import write_text
 from portrait.face.detection import DetectedFace
 from portrait.face.parsing import FaceParser, face_mask_from_labels
 from portrait.identity.encoder import IdentityEncoder
@@ -296,9 +296,7 @@ def summarize(out: Path) -> dict:
         "expressions": dict(Counter(sample.expression or "none" for sample in samples)),
         "unreadable_or_failed": sorted(row["clip_id"] for row in skipped if row["reason"] in ("unreadable", "error")),
     }
-    partial = out / f".summary.json.{os.getpid()}.tmp"
-    partial.write_text(json.dumps(summary, indent=1))
-    os.replace(partial, out / "summary.json")
+    write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

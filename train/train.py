@@ -1,7 +1,7 @@
 """Train PortraitBooth (UNet + STEA) with the paper's objective: L_noise + L_id (DIP) + L_loc (ECAC).
 
-    accelerate launch -m train.train --config train/configs/paper.yaml --data DIR --output_dir OUT
-    python -m train.train --config train/configs/tiny.yaml --data DIR --output_dir OUT --max_steps 20
+    accelerate launch -m train.train --config train/configs/paper.yaml --data DIR --output-dir OUT
+    python -m train.train --config train/configs/tiny.yaml --data DIR --output-dir OUT --max-steps 20
     ... --resume latest                       continue from the newest checkpoint in OUT
 
 The final weights land in OUT/final (unet/, stea/) and load with
@@ -26,36 +26,37 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from portrait.engine import ModelSource, load_pipeline
 from portrait.identity import load_identity_encoder
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 from portrait.stea import STEA
 
 from .attention import AttentionStore, install_attention_capture
-from .checkpoints import load_checkpoint, resolve_resume, save_checkpoint, save_final_weights
+from .checkpoints import load_checkpoint, register_model_hooks, resolve_resume, save_checkpoint, save_final_weights
 from .config import TrainConfig
 from .dataset import Draw, PortraitDataset, StepBatchSampler, collate
 from .losses import decoded_face_embedding, identity_loss, localization_loss, noise_loss, one_step_reverse
 
 logger = logging.getLogger("train")
-RANDOM_PREFIX = "random:"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="recipe YAML (train/configs/)")
     parser.add_argument("--data", required=True, type=Path, help="prepared training set (manifest.jsonl)")
-    parser.add_argument("--output_dir", required=True, type=Path)
-    parser.add_argument("--max_steps", type=int)
+    parser.add_argument("--output-dir", required=True, type=Path)
+    parser.add_argument("--max-steps", type=int)
     parser.add_argument("--resume", help="'latest' or a checkpoint folder")
     parser.add_argument("--base", help="override the recipe's base model")
-    parser.add_argument("--identity_checkpoint", help="φ's .pth (default: the weights folder)")
+    parser.add_argument("--identity-checkpoint", help="φ's .pth (default: the weights folder)")
     parser.add_argument("--seed", type=int)
     return parser.parse_args(argv)
 
 
 @dataclass
 class Models:
+    pipeline: PortraitBoothPipeline  # the base as loaded (validation samples through it with the trained parts)
     unet: torch.nn.Module
     stea: STEA
     vae: torch.nn.Module
@@ -68,26 +69,32 @@ class Models:
 
 
 def build_models(config: TrainConfig) -> Models:
-    """The base pipeline's modules, φ, and a fresh STEA whose zero residual starts as plain SD."""
-    if config.base.startswith(RANDOM_PREFIX):
-        pipe = PortraitBoothPipeline.from_random_preset(config.base.removeprefix(RANDOM_PREFIX), seed=config.seed)
-        loss_encoder = pipe.identity_encoder
-    else:
-        loss_encoder = load_identity_encoder(config.identity_encoder, config.feature_layer, config.identity_checkpoint)
-        pipe = PortraitBoothPipeline.from_pretrained(config.base, identity_encoder=loss_encoder)
+    """The base pipeline's modules (through the engine's one loader), φ, and a fresh STEA whose zero
+    residual starts as plain SD."""
+    source = ModelSource(
+        base=config.base,
+        identity_encoder=config.identity_encoder,
+        feature_layer=config.feature_layer,
+        identity_checkpoint=Path(config.identity_checkpoint) if config.identity_checkpoint else None,
+        untrained_stea=True,
+        seed=config.seed,
+        device="cpu",
+        dtype="fp32",
+    )
+    pipe = load_pipeline(source)
+    loss_encoder = pipe.identity_encoder
     identity_encoder = load_identity_encoder(config.fusion_encoder) if config.fusion_encoder else loss_encoder
-    text_dim = pipe.text_encoder.config.hidden_size
     torch.manual_seed(config.seed)  # STEA's first layer starts from the recipe's seed
-    stea = STEA(
-        text_dim=text_dim,
+    stea = STEA.from_config(
+        pipe.stea.config,
         identity_dim=identity_encoder.feature_dim,
-        hidden_dim=text_dim,
         identity_encoder=identity_encoder.config.architecture,
         feature_layer=identity_encoder.config.feature_layer,
         identity_words=tuple(config.identity_words),
         emotion_words=tuple(config.emotion_words),
     )
     return Models(
+        pipeline=pipe,
         unet=pipe.unet,
         stea=stea,
         vae=pipe.vae,
@@ -205,14 +212,16 @@ class Session:
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.adam_weight_decay,
             eps=config.adam_epsilon,
+            **({} if config.use_8bit_adam else {"foreach": True}),  # one kernel per step for all tensors
         )
-        lr_scheduler = get_scheduler("constant", optimizer)
+        lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps)
+        unet, stea, optimizer, lr_scheduler = accelerator.prepare(unet, stea, optimizer, lr_scheduler)
+        register_model_hooks(accelerator)
         start_step = 0
         resume_from = resolve_resume(output, resume) if output is not None else None
         if resume_from is not None:
-            start_step = load_checkpoint(resume_from, unet, stea, optimizer, lr_scheduler, accelerator.scaler)
+            start_step = load_checkpoint(accelerator, resume_from)
             logger.info("Resumed from %s at step %d", resume_from, start_step)
-        unet, stea, optimizer, lr_scheduler = accelerator.prepare(unet, stea, optimizer, lr_scheduler)
         objective = Objective(models, config, store, dtype)
         return cls(accelerator, config, models, unet, stea, optimizer, lr_scheduler, store, dtype, objective, start_step)
 
@@ -240,15 +249,8 @@ def validate(models: Models, unet, stea, dataset: PortraitDataset, config: Train
     """Fixed faces (the first references of the set) × the recipe's validation prompts."""
     from diffusers import EulerDiscreteScheduler
 
-    pipe = PortraitBoothPipeline(
-        vae=models.vae,
-        text_encoder=models.text_encoder,
-        tokenizer=models.tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(models.base_scheduler_config),
-        stea=stea,
-        identity_encoder=models.identity_encoder,
-    )
+    scheduler = EulerDiscreteScheduler.from_config(models.base_scheduler_config)
+    pipe = models.pipeline.with_modules(unet=unet, stea=stea, identity_encoder=models.identity_encoder, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     folder.mkdir(parents=True, exist_ok=True)
     images = []
@@ -279,24 +281,29 @@ def main(argv: list[str] | None = None) -> Path:
     config = TrainConfig.load(
         args.config, max_steps=args.max_steps, base=args.base, identity_checkpoint=args.identity_checkpoint, seed=args.seed
     )
-    output = args.output_dir
+    return train(config, args.data, args.output_dir, args.resume)
+
+
+def train(config: TrainConfig, data: Path, output: Path, resume: str | None = None) -> Path:
+    """Train on the prepared set `data` into `output`; returns the final weights' folder."""
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs")),
     )
-    session = Session.start(config, accelerator, output, args.resume)
+    session = Session.start(config, accelerator, output, resume)
     models, store, device = session.models, session.store, accelerator.device
     unet, stea, optimizer, lr_scheduler = session.unet, session.stea, session.optimizer, session.lr_scheduler
     start_step = session.start_step
-    dataset = PortraitDataset(args.data, models.tokenizer, config)
+    dataset = PortraitDataset(data, models.tokenizer, config)
     sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, start_step, config.max_steps, accelerator.process_index)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
     accelerator.init_trackers("portraitbooth", config={k: str(v) for k, v in config.to_dict().items()})
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    progress = tqdm(total=config.max_steps, initial=start_step, desc="training", disable=not accelerator.is_local_main_process)
+    shown = {} if accelerator.is_local_main_process else {"disable": True}  # else tqdm's own default ($TQDM_DISABLE)
+    progress = tqdm(total=config.max_steps, initial=start_step, desc="training", **shown)
     for step, batch in zip(range(start_step, config.max_steps), loader):
         started = time.perf_counter()
         losses = session.step(batch, step)
@@ -312,10 +319,7 @@ def main(argv: list[str] | None = None) -> Path:
         if done % config.checkpoint_every == 0 or done == config.max_steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(
-                    output, done, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea),
-                    optimizer, lr_scheduler, config.to_dict(), config.keep_checkpoints, accelerator.scaler,
-                )  # fmt: skip
+                save_checkpoint(accelerator, output, done, config.keep_checkpoints)
         if accelerator.is_main_process and config.validation_every and done % config.validation_every == 0:
             if store is not None:
                 store.token_indices = None  # plain SDPA while sampling

@@ -1,42 +1,32 @@
 """What the app does for each request: read the selfie (and forget it), generate, explain failures.
 
-Every handler turns the engine's errors into `gr.Error` with the engine's own message, so a bad
-upload or prompt shows a clear sentence in the browser and in API clients, and the server carries on.
+Every handler turns the engine's errors into `gr.Error` with the engine's own message (webui/errors.py),
+so a bad upload or prompt shows a clear sentence in the browser and in API clients, and the server
+carries on. The handlers' parameter names are the API's, and app.py wires components to them by name.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import random
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 import gradio as gr
-import torch
-from gradio.data_classes import FileData
-from gradio_client.utils import decode_base64_to_binary
 from PIL import Image
 
 from portrait.errors import NoFaceError, PortraitError
-from portrait.images import load_image
-from portrait.multi import Person, describe_region, generate_people
+from portrait.multi import Person, PortraitBoothPeoplePipeline, describe_region
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.prompts import build_identity_prompt
 from portrait.runtime import seeded_generators
 
+from .errors import user_errors
 from .previews import face_preview, regions_preview
-
-logger = logging.getLogger(__name__)
+from .uploads import UploadReader
 
 ASPECTS = {"Square 1:1": (1, 1), "Portrait 3:4": (3, 4), "Landscape 4:3": (4, 3), "Tall 2:3": (2, 3), "Wide 3:2": (3, 2)}
 NO_EXPRESSION = "none"
 CUSTOM_WORD = "custom"
-OUT_OF_MEMORY = "The GPU ran out of memory. Try fewer images or a smaller size."
-KEPT_SIDE = 2048  # longest side of a photo held in memory between requests
 
 
 @dataclass
@@ -56,98 +46,33 @@ class Limits:
 
     max_images: int = 4
     max_steps: int = 100
+    max_guidance: float = 30.0
 
 
-class FaceUpload(gr.Image):
-    """gr.Image whose upload reaches the handler undecoded: our own loader reads it (with its clear
-    errors for corrupt, huge or odd images) and deletes it right after."""
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling choices both tabs share, as the request gave them (API callers may send anything)."""
 
-    is_template = True  # same browser component as gr.Image
+    negative_prompt: str = ""
+    num_images: int = 1
+    seed: int | float | None = 0
+    randomize_seed: bool = True
+    steps: int = 50
+    guidance: float = 5.0
+    aspect: str = "Square 1:1"
 
-    def preprocess(self, payload: FileData | None) -> str | bytes | None:
-        if payload is None:
-            return None
-        if payload.url and payload.url.startswith("data:"):
-            return decode_base64_to_binary(payload.url)[0]
-        return payload.path
-
-
-class UploadReader:
-    """Decodes uploads and deletes them from disk at once: selfies are not kept on the server.
-
-    Gradio stores uploads by content, so two requests carrying the same bytes share one file; the
-    second may find it already deleted by the first. Decoded photos therefore stay in memory, never
-    on disk, for `keep_seconds`, keyed by that content-named path.
-    """
-
-    def __init__(self, keep_seconds: float = 300.0):
-        self.keep_seconds = keep_seconds
-        self._recent: dict[str, tuple[float, Image.Image | PortraitError]] = {}  # a failed read keeps its error
-        self._lock = threading.Lock()
-
-    def read(self, uploads: list[str | bytes | None]) -> list[Image.Image | None]:
-        """One decoded photo (or None) per upload; the same upload given twice is decoded once."""
-        decoded: dict[str | bytes, Image.Image | None] = {}
-        for upload in uploads:
-            if upload is not None and upload not in decoded:
-                decoded[upload] = shrink(load_image(upload)) if isinstance(upload, bytes) else self._read_file(upload)
-        return [None if upload is None else decoded[upload] for upload in uploads]
-
-    def _read_file(self, upload: str) -> Image.Image | None:
-        path = Path(upload)
-        now = time.monotonic()
-        with self._lock:
-            self._recent = {key: entry for key, entry in self._recent.items() if now - entry[0] < self.keep_seconds}
-            if not path.is_file():
-                entry = self._recent.get(upload)
-                if entry and isinstance(entry[1], PortraitError):
-                    raise entry[1]  # this upload failed before: never fall back to an older photo
-                return entry[1] if entry else None  # None: read by an earlier step, past keeping
-            try:
-                image = shrink(load_image(path))
-            except PortraitError as error:
-                self._recent[upload] = (now, error)
-                raise
-            finally:
-                self._delete_if_uploaded(path)
-            self._recent[upload] = (now, image)
-            return image
-
-    @staticmethod
-    def _delete_if_uploaded(path: Path) -> None:
-        if path.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
-            path.unlink(missing_ok=True)
-            if path.parent.is_dir() and not any(path.parent.iterdir()):
-                path.parent.rmdir()
-
-
-def shrink(image: Image.Image, side: int = KEPT_SIDE) -> Image.Image:
-    """A copy small enough to keep in memory for a session; faces stay far above what φ needs."""
-    if max(image.size) <= side:
-        return image
-    scale = side / max(image.size)
-    return image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
-
-
-def user_errors(handler: Callable) -> Callable:
-    """Show engine errors as they are, out-of-memory as advice, anything else as a short apology."""
-
-    @functools.wraps(handler)
-    def wrapped(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except gr.Error:
-            raise
-        except PortraitError as error:
-            raise gr.Error(str(error)) from error
-        except torch.OutOfMemoryError as error:
-            torch.cuda.empty_cache()
-            raise gr.Error(OUT_OF_MEMORY) from error
-        except Exception as error:
-            logger.exception("Request failed")
-            raise gr.Error(f"Something went wrong ({type(error).__name__}); the details are in the server log.") from error
-
-    return wrapped
+    def check(self, limits: Limits) -> None:
+        """A clear sentence for every number out of range (NaN and infinity fail every comparison)."""
+        if not 1 <= self.num_images <= limits.max_images or self.num_images != int(self.num_images):
+            raise gr.Error(f"Number of images must be a whole number between 1 and {limits.max_images}.")
+        if not 1 <= self.steps <= limits.max_steps or self.steps != int(self.steps):
+            raise gr.Error(f"Steps must be a whole number between 1 and {limits.max_steps}.")
+        if not 0 <= self.guidance <= limits.max_guidance:
+            raise gr.Error(f"Guidance must be between 0 and {limits.max_guidance:g}.")
+        if not self.randomize_seed and (self.seed is None or not 0 <= self.seed < 2**63 or self.seed != int(self.seed)):
+            raise gr.Error("Seed must be a whole number from 0 up, or tick 'Random seed'.")
+        if self.aspect not in ASPECTS:
+            raise gr.Error(f"Size must be one of: {', '.join(ASPECTS)}.")
 
 
 def canvas_size(aspect: str, native: int) -> tuple[int, int]:
@@ -209,53 +134,36 @@ class PortraitService:
         return images
 
     # ------------------------------------------------------------------ generation
-    def _request_pipeline(self) -> PortraitBoothPipeline:
+    def _request_pipeline(self, kind: type[PortraitBoothPipeline] = PortraitBoothPipeline) -> PortraitBoothPipeline:
         """The shared models with this request's own scheduler and stop flag, so that several
         generations may run at once (--concurrency) without stepping on each other's state."""
-        scheduler = self.pipe.scheduler.from_config(self.pipe.scheduler.config)
-        pipe = PortraitBoothPipeline(**{**self.pipe.components, "scheduler": scheduler})
+        pipe = kind.from_pipe(self.pipe, scheduler=self.pipe.scheduler.from_config(self.pipe.scheduler.config))
         pipe.face_analyzer = self.pipe.face_analyzer
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _start(
-        self,
-        request: gr.Request | None,
-        progress: gr.Progress,
-        negative_prompt: str,
-        num_images: int,
-        seed: int,
-        randomize_seed: bool,
-        steps: int,
-        guidance: float,
-        aspect: str,
-    ) -> tuple[Run, dict]:
+    def _start(self, request: gr.Request | None, progress: gr.Progress, settings: Sampling) -> tuple[Run, dict]:
         """Check the request's numbers; the run's record and the sampling arguments both modes share."""
-        if not 1 <= num_images <= self.limits.max_images:
-            raise gr.Error(f"Number of images must be between 1 and {self.limits.max_images}.")
-        if not 1 <= steps <= self.limits.max_steps:
-            raise gr.Error(f"Steps must be between 1 and {self.limits.max_steps}.")
-        if not randomize_seed and (seed is None or not 0 <= seed < 2**63):
-            raise gr.Error("Seed must be a whole number from 0 up, or tick 'Random seed'.")
-        first = random.randrange(2**31) if randomize_seed else int(seed)
+        settings.check(self.limits)
+        first = random.randrange(2**31) if settings.randomize_seed else int(settings.seed)
         run = Run(
             session=request.session_hash if request else "",
-            seeds=[first + index for index in range(int(num_images))],
-            settings=f"{int(steps)} steps · guidance {guidance}",
-            size=canvas_size(aspect, self.native_size),
+            seeds=[first + index for index in range(int(settings.num_images))],
+            settings=f"{int(settings.steps)} steps · guidance {settings.guidance}",
+            size=canvas_size(settings.aspect, self.native_size),
         )
         self.stopping.discard(run.session)
 
         def on_step(pipe, step, timestep, tensors):
-            progress((step + 1, int(steps)), desc="Generating", unit="steps")
+            progress((step + 1, int(settings.steps)), desc="Generating", unit="steps")
             if run.session in self.stopping:
                 pipe._interrupt = True
             return {}
 
         sampling = dict(
-            negative_prompt=negative_prompt or None,
-            num_inference_steps=int(steps),
-            guidance_scale=guidance,
+            negative_prompt=settings.negative_prompt or None,
+            num_inference_steps=int(settings.steps),
+            guidance_scale=float(settings.guidance),
             num_images_per_prompt=len(run.seeds),
             width=run.size[0],
             height=run.size[1],
@@ -296,7 +204,8 @@ class PortraitService:
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """One person: a gallery of (image, caption) and a note on what happened."""
-        run, sampling = self._start(request, progress, negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        run, sampling = self._start(request, progress, settings)
         (photo,) = self._faces([face], [remembered_face], ["your"])
         pipe = self._request_pipeline()
         encoding = pipe.encode_faces(photo)
@@ -336,15 +245,16 @@ class PortraitService:
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """Two people, person A on the left of `split`, person B on the right."""
-        run, sampling = self._start(request, progress, negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        run, sampling = self._start(request, progress, settings)
         photos = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
-        pipe = self._request_pipeline()
+        pipe = self._request_pipeline(PortraitBoothPeoplePipeline)
         faces = [pipe.encode_faces(photo) for photo in photos]
         people = [
             Person(faces[0], identity_word_a or None, chosen_expression(expression_a)),
             Person(faces[1], identity_word_b or None, chosen_expression(expression_b)),
         ]
-        result = generate_people(pipe, prompt, people, split=split, **sampling)
+        result = pipe(prompt, people, split=split, **sampling)
         order = sorted(p.identity_span for p in result.prompts)
         notes = [
             f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {describe_region(mask)}."

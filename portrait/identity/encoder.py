@@ -31,6 +31,7 @@ class EncoderPreset:
     embedding_dim: int = 512
     se: bool = False
     weights: WeightFile | None = None
+    input_size: int = 112  # side of the aligned crop the network reads; crops are resized to it
 
 
 IDENTITY_ENCODERS = {
@@ -42,6 +43,8 @@ IDENTITY_ENCODERS = {
     "arcface_ir_se50": EncoderPreset((3, 4, 14, 3), se=True, weights=FACEXLIB_WEIGHTS["arcface"]),
     # Random weights, for tests and the CPU preset: the real architecture at a fraction of the width.
     "tiny": EncoderPreset((1, 1, 1, 1), stage_channels=(8, 8, 16, 16), embedding_dim=32),
+    # The learning experiment's φ: its faces are ~20 pixels tall, so a 32×32 crop holds all a 112×112 one would.
+    "drawn": EncoderPreset((1, 1, 1, 1), stage_channels=(16, 16, 32, 32), embedding_dim=32, input_size=32),
 }
 DEFAULT_IDENTITY_ENCODER = "curricularface_ir101"
 
@@ -68,11 +71,12 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
         se: bool = False,
         extra_bn: bool = False,
         output_bn_affine: bool = True,
+        input_size: int = 112,
     ):
         super().__init__()
         if feature_layer not in FEATURE_LAYERS:
             raise ValueError(f"feature_layer must be one of {FEATURE_LAYERS}, got {feature_layer!r}")
-        self.backbone = IResNet(stage_units, stage_channels, embedding_dim, se, extra_bn, output_bn_affine)
+        self.backbone = IResNet(stage_units, stage_channels, embedding_dim, se, extra_bn, output_bn_affine, input_size)
 
     @classmethod
     def from_preset(cls, architecture: str, feature_layer: str = "stage4", **overrides) -> "IdentityEncoder":
@@ -87,6 +91,7 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
             stage_channels=preset.stage_channels,
             embedding_dim=preset.embedding_dim,
             se=preset.se,
+            input_size=preset.input_size,
             **overrides,
         ).eval()
 
@@ -125,7 +130,10 @@ class IdentityEncoder(ModelMixin, ConfigMixin):
         return self.config.stage_channels[int(self.config.feature_layer[-1]) - 1]
 
     def forward(self, aligned: torch.Tensor) -> IdentityFeatures:
-        """aligned: (B, 3, 112, 112) RGB in [0, 1]."""
+        """aligned: (B, 3, 112, 112) RGB in [0, 1] (resized here when the network reads another size)."""
+        size = self.config.input_size
+        if aligned.shape[-1] != size:
+            aligned = F.interpolate(aligned, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         stages, embedding = self.backbone.forward_stages((aligned - 0.5) / 0.5)
         embedding = F.normalize(embedding, dim=-1)
         if self.config.feature_layer == "embedding":

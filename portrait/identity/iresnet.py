@@ -74,7 +74,9 @@ class IResNet(nn.Module):
                 in_channels = depth
         self.body = nn.Sequential(*units)
         self.stage_ends = tuple(int(sum(stage_units[: i + 1])) for i in range(len(stage_units)))
-        side = input_size // 2 ** len(stage_units)
+        side = input_size
+        for _ in stage_units:  # each stage's stride-2 conv (kernel 3, padding 1) rounds up
+            side = (side + 1) // 2
         self.output_layer = nn.Sequential(
             nn.BatchNorm2d(in_channels),
             nn.Dropout(0.4),
