@@ -12,9 +12,12 @@ import argparse
 import dataclasses
 import logging
 import os
+import sys
 
 import gradio as gr
 
+from portrait.commands import CommandParser, port, positive_int
+from portrait.commands import run as run_command
 from portrait.engine import TINY, add_model_arguments, load_engine, model_source
 from portrait.errors import MissingWeightsError
 from portrait.examples import example_face
@@ -54,14 +57,14 @@ except ImportError:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    parser = argparse.ArgumentParser(description="PortraitBooth web app")
+    parser = CommandParser(prog="app.py", description="PortraitBooth web app")
     add_model_arguments(parser)
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--port", type=port, default=env("GRADIO_SERVER_PORT", "7860"))
     parser.add_argument("--share", action="store_true", help="public gradio.live link")
-    parser.add_argument("--max-queue", type=int, default=16, help="requests waiting at most; more get 'queue full'")
-    parser.add_argument("--concurrency", type=int, default=1, help="generations running at once (GPU memory)")
-    parser.add_argument("--max-images", type=int, default=4)
+    parser.add_argument("--max-queue", type=positive_int, default=16, help="requests waiting at most; more get 'queue full'")
+    parser.add_argument("--concurrency", type=positive_int, default=1, help="generations running at once (GPU memory)")
+    parser.add_argument("--max-images", type=positive_int, default=4)
     return parser.parse_args(argv)
 
 
@@ -200,4 +203,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="app.py"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ from diffusers import DPMSolverMultistepScheduler
 from diffusers.utils import logging as diffusers_logging
 from PIL import ImageOps
 
+from portrait.commands import CommandParser, positive_int
+from portrait.commands import run as run_command
 from portrait.engine import TINY, ModelSource, load_pipeline
-from portrait.errors import MissingWeightsError
+from portrait.errors import MissingWeightsError, OptionError
 from portrait.examples import example_face
 from portrait.loading import BASE_MODEL_ID
 from portrait.multi import Person, PortraitBoothPeoplePipeline
@@ -50,14 +53,14 @@ class Settings:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m benchmarks.inference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="the tiny preset (default: SD 1.5, real weights when present)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="baseline precision (default fp32)")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--fast-steps", type=int, default=20, help="steps of the faster scheduler option (dpm)")
-    parser.add_argument("--size", type=int, help="default: the model's native size (64 tiny, 512 SD 1.5)")
-    parser.add_argument("--runs", type=int, default=3, help="timed runs of each mode, alternating")
+    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--fast-steps", type=positive_int, default=20, help="steps of the faster scheduler option (dpm)")
+    parser.add_argument("--size", type=positive_int, help="default: the model's native size (64 tiny, 512 SD 1.5)")
+    parser.add_argument("--runs", type=positive_int, default=3, help="timed runs of each mode, alternating")
     parser.add_argument("--options", default="", help=f"comma list of {','.join(OPTIONS)}, or 'all'")
     parser.add_argument("--base", default=BASE_MODEL_ID, help="the real base model used when present (hub id or folder)")
     parser.add_argument("--portrait-weights", type=Path)
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["options"] = {}
     for option in chosen:
         if option not in OPTIONS:
-            raise SystemExit(f"unknown option {option!r}; choose from {', '.join(OPTIONS)}")
+            raise OptionError(f"unknown option {option!r}; choose from {', '.join(OPTIONS)}")
         if option in CUDA_ONLY and device.type != "cuda":
             report["options"][option] = {"skipped": "CUDA only"}
             continue
@@ -197,4 +200,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="python -m benchmarks.inference"))

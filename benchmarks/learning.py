@@ -23,13 +23,13 @@ expr_leak, attn_in_mask.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +43,8 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
+from portrait.commands import CommandParser, positive_int
+from portrait.commands import run as run_command
 from portrait.face.alignment import align_faces
 from portrait.face.analyzer import image_to_tensor
 from portrait.files import atomic_path, write_text
@@ -404,11 +406,11 @@ def run(out: Path, scale: Scale, workers: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="16×16 pictures, fewer people and steps (about 2 minutes)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the measures")
     parser.add_argument("--out", type=Path, help="where every stage keeps its result (default out/learning[-quick])")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="stages trained side by side")
+    parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1), help="stages trained side by side")
     args = parser.parse_args(argv)
     _quiet()
     out = args.out or Path("out") / ("learning-quick" if args.quick else "learning")
@@ -424,4 +426,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="python -m benchmarks.learning"))

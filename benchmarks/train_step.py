@@ -14,20 +14,22 @@ cost is what training pays; `peak_mem_gb` is taken over the steps, and `--worst-
 from __future__ import annotations
 
 import argparse
-import gc
 import dataclasses
+import gc
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-
 from diffusers.utils import logging as diffusers_logging
 from torch.utils.data import DataLoader
 
+from portrait.commands import CommandParser, positive_int
+from portrait.commands import run as run_command
 from train.config import TrainConfig
 from train.dataset import PortraitDataset, StepBatchSampler, collate
 from train.synthetic import make_synthetic_set
@@ -47,12 +49,12 @@ RECIPES = {  # the tiny recipe, or the paper's on SD 1.5's architecture with ran
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="the tiny recipe (default: the paper's, on SD 1.5's architecture)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per combination (after 2 warm-up steps)")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--resolution", type=int)
+    parser.add_argument("--steps", type=positive_int, default=8, help="timed steps per combination (after 2 warm-up steps)")
+    parser.add_argument("--batch-size", type=positive_int, default=2)
+    parser.add_argument("--resolution", type=positive_int)
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="default: bf16 on CUDA, no on CPU")
     parser.add_argument("--worst-case", action="store_true", help="L_id on every sample (R_t = all timesteps)")
     parser.add_argument("--json", action="store_true")
@@ -123,4 +125,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="python -m benchmarks.train_step"))

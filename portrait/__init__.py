@@ -1,6 +1,7 @@
 """PortraitBooth inference engine: identity-preserving portraits from one selfie, no fine-tuning."""
 
 from .errors import (
+    DataError,
     FaceError,
     FaceTooSmallError,
     InvalidImageError,
@@ -18,6 +19,7 @@ from .stea import STEA
 # diffusers finds saved components by importing this package and looking up their class names.
 __all__ = [
     "ClipImageEncoder",
+    "DataError",
     "FaceEncoding",
     "FaceError",
     "FaceTooSmallError",

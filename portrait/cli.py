@@ -5,18 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from .commands import CommandParser
+from .commands import run as run_command
 from .engine import add_model_arguments, load_engine, model_source
-from .errors import OptionError, PortraitError
+from .errors import OptionError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
-from .images import load_image
 from .files import atomic_path
+from .images import load_image
 from .multi import Person, PortraitBoothPeoplePipeline, describe_region
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
@@ -26,7 +27,7 @@ logger = logging.getLogger("portrait")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m portrait", description="PortraitBooth: portraits that look like you.")
+    parser = CommandParser(prog="portrait", description="PortraitBooth: portraits that look like you.")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate portraits from a reference photo and a prompt")
     gen.add_argument(
@@ -162,15 +163,15 @@ def save_png(image: Image.Image, folder: Path, stem: str, metadata: dict[str, st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`portrait` and `python -m portrait`: the exit status; a failure is one line on stderr."""
+    return run_command(_main, argv, prog="portrait")
+
+
+def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("diffusers", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    try:
-        paths = generate(args)
-    except PortraitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for path in paths:
+    for path in generate(args):
         print(f"wrote {path}")
     return 0

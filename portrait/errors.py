@@ -30,4 +30,8 @@ class MissingWeightsError(PortraitError, FileNotFoundError):
 
 
 class OptionError(PortraitError, ValueError):
-    """A generation option is out of its range."""
+    """An option is out of its range, or a recipe names a setting that does not exist."""
+
+
+class DataError(PortraitError):
+    """A data set, manifest or checkpoint is missing or is not what the command needs."""

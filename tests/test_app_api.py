@@ -7,10 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from app_server import AppServer
 from gradio_client import Client, handle_file
 from PIL import Image, ImageOps
-
-from app_server import AppServer
 
 pytestmark = pytest.mark.slow
 

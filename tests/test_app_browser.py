@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import ImageOps
-
 from app_server import AppServer
+from PIL import ImageOps
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,14 @@ import torch
 from PIL import Image
 
 from portrait.errors import FaceTooSmallError, MissingWeightsError, NoFaceError
-from portrait.face import FACE_LABELS, FaceAnalyzer, FaceParser, RetinaFaceDetector, face_mask_from_labels, load_detector
+from portrait.face import (
+    FACE_LABELS,
+    FaceAnalyzer,
+    FaceParser,
+    RetinaFaceDetector,
+    face_mask_from_labels,
+    load_detector,
+)
 from portrait.face.detection import DetectedFace, MTCNNDetector
 from portrait.face.parsing import _paste
 

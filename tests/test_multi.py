@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from conftest import CHANGED, largest_difference, seeded
 from PIL import Image, ImageDraw, ImageOps
 
-from conftest import CHANGED, largest_difference, seeded
 from portrait.errors import OptionError, PromptError
 from portrait.multi import (
     Person,

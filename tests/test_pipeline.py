@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import CHANGED, SAME, as_array, largest_difference, seeded
 from PIL import ImageOps
 
-from conftest import CHANGED, SAME, as_array, largest_difference, seeded
 from portrait.errors import MissingWeightsError, NoFaceError, OptionError
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 

@@ -1,8 +1,8 @@
 import pytest
 
 from portrait.errors import PromptError
-from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject_prompts, token_index, word_spans
 from portrait.presets import build_random_components
+from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject_prompts, token_index, word_spans
 
 
 @pytest.fixture(scope="module")

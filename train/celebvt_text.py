@@ -24,6 +24,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from portrait.errors import OptionError
 from portrait.prompts import EMOTION_WORDS
 
 EMOTION_CATEGORY = "emotion"
@@ -110,7 +111,7 @@ def load_captioner(spec: str = "annotation") -> Captioner:
         return AnnotationCaptioner()
     module_name, _, class_name = spec.partition(":")
     if not class_name:
-        raise ValueError(f"--captioner takes 'annotation' or 'module:Class', got {spec!r}")
+        raise OptionError(f"--captioner takes 'annotation' or 'module:Class', got {spec!r}")
     return getattr(importlib.import_module(module_name), class_name)()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
+from portrait.errors import DataError
 from portrait.files import atomic_path
 from portrait.stea import STEA
 
@@ -47,7 +48,7 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
         return found[-1][1] if found else None
     path = Path(resume)
     if not _NAME.match(path.name) or not (path / "optimizer.bin").is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (a step-N folder with optimizer.bin)")
+        raise DataError(f"{path} is not a complete checkpoint (a step-N folder with optimizer.bin)")
     return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from portrait.errors import OptionError
 from portrait.prompts import EMOTION_WORDS, IDENTITY_WORDS
 
 DEFAULT_ECAC_LAYERS = ("down_blocks.1", "down_blocks.2", "mid_block", "up_blocks.1", "up_blocks.2")
@@ -66,10 +67,15 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "TrainConfig":
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as error:
+            raise OptionError(f"{path} is not a recipe: {error}") from None
+        if not isinstance(values, dict):
+            raise OptionError(f"{path} is not a recipe (a YAML mapping of settings, as in train/configs/)")
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+            raise OptionError(f"{path}: unknown settings {sorted(unknown)}")
         values.update({key: value for key, value in overrides.items() if value is not None})
         tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
         return cls(**{key: tuple(value) if key in tuples else value for key, value in values.items()})

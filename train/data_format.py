@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from portrait.errors import DataError
 from portrait.files import atomic_path
 
 MANIFEST = "manifest.jsonl"
@@ -99,7 +100,7 @@ def read_manifest(root: Path) -> list[Sample]:
     """Every complete row of every manifest file in `root`."""
     files = manifest_files(root)
     if not files:
-        raise FileNotFoundError(f"No {MANIFEST} in {root}: prepare the data first (python -m train.prepare_celebvt)")
+        raise DataError(f"No {MANIFEST} in {root}: prepare the data first (python -m train.prepare_celebvt)")
     samples = []
     for row in read_jsonl(files):
         row["identity_span"] = tuple(row["identity_span"])

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from portrait.errors import PromptError
+from portrait.errors import DataError, OptionError, PromptError
 from portrait.face.analyzer import image_to_tensor
 from portrait.prompts import token_index
 
@@ -58,13 +58,13 @@ class PortraitDataset(Dataset):
         self.root = Path(root)
         self.samples = read_manifest(self.root)
         if not self.samples:
-            raise ValueError(f"{root} holds no training samples")
+            raise DataError(f"{root} holds no training samples")
         self.tokenizer = tokenizer
         self.config = config
         self._make_caches()
         self.word_map = _identity_word_map(config.identity_words)
         if config.mask_kind == "person" and any(sample.person_mask is None for sample in self.samples):
-            raise ValueError(f"mask_kind 'person' needs person masks; {root} was prepared without them (use --mask bisenet)")
+            raise DataError(f"mask_kind 'person' needs person masks; {root} was prepared without them (use --mask bisenet)")
 
     def _make_caches(self) -> None:
         size = self.config.image_cache
@@ -150,7 +150,7 @@ def _identity_word_map(identity_words: tuple[str, ...]) -> dict[str, str]:
         return {"man": identity_words[0], "woman": identity_words[0]}
     if len(identity_words) == 2:
         return {"man": identity_words[0], "woman": identity_words[1]}
-    raise ValueError(f"identity_words must be one word or a (man, woman) pair, got {identity_words}")
+    raise OptionError(f"identity_words must be one word or a (man, woman) pair, got {identity_words}")
 
 
 def _resize_and_crop(

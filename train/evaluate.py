@@ -22,6 +22,7 @@ import argparse
 import csv
 import itertools
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -30,10 +31,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from portrait.commands import CommandParser, positive_int
+from portrait.commands import run as run_command
 from portrait.engine import ModelSource, load_pipeline
-from portrait.errors import PortraitError
-from portrait.images import load_image
+from portrait.errors import OptionError, PortraitError
 from portrait.files import atomic_path
+from portrait.images import load_image
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject_prompts
@@ -129,7 +132,7 @@ def generate(args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
     if run_file.exists() and json.loads(run_file.read_text()) != run:
-        raise SystemExit(f"{out} holds a run with other settings; use another --out or delete it")
+        raise OptionError(f"{out} holds a run with other settings; use another --out or delete it")
     run_file.write_text(json.dumps(run, indent=1))
     todo = [job for job in plan(run) if not (out / job.file).exists()]
     if not todo:
@@ -229,19 +232,19 @@ def markdown_table(rows: list[dict], run: dict) -> str:
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate")
     gen.add_argument("--subjects", required=True, type=Path)
     gen.add_argument("--out", required=True, type=Path)
     gen.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
-    gen.add_argument("--images-per-prompt", type=int, default=4)
+    gen.add_argument("--images-per-prompt", type=positive_int, default=4)
     which = gen.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", type=Path, help="PortraitBooth weights folder (stea/, unet/)")
     which.add_argument("--baseline", choices=["sd", "untrained"], help="plain SD, or our pipeline with an untrained STEA")
     gen.add_argument("--base", default="stable-diffusion-v1-5/stable-diffusion-v1-5")
     gen.add_argument("--protocols", default=",".join(PROTOCOLS))
-    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--steps", type=positive_int, default=50)
     gen.add_argument("--guidance", type=float, default=5.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--tiny", action="store_true", help="tiny random models, offline")
@@ -259,4 +262,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="python -m train.evaluate"))

@@ -26,7 +26,9 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +38,15 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from portrait.commands import CommandParser, positive_int
+from portrait.commands import run as run_command
+from portrait.errors import DataError, MissingWeightsError
 from portrait.face.analyzer import FaceAnalysis, FaceAnalyzer
-from portrait.files import write_text
 from portrait.face.detection import DetectedFace
 from portrait.face.parsing import FaceParser, face_mask_from_labels
+from portrait.files import write_text
 from portrait.identity.encoder import IdentityEncoder
+from portrait.loading import FACEXLIB_WEIGHTS, resolve_weight_file, weights_dir_or_default
 from portrait.prompts import build_identity_prompt
 
 from .celebvt_text import SubjectWord, expression_at, load_captioner, read_texts, subject_word
@@ -267,6 +273,20 @@ def _guarded(clip_id: str, work, *args):
         return Outcome(clip_id, reason="error", detail=f"{type(error).__name__}: {error}")
 
 
+def check_weights(options: PrepareOptions) -> None:
+    """Every weight file the clip processors will load is here (or downloadable), else one clear error."""
+    folder = weights_dir_or_default(options.weights_dir)
+    if options.mask == "bisenet":
+        try:
+            resolve_weight_file(FACEXLIB_WEIGHTS["bisenet"], folder)
+        except MissingWeightsError as error:
+            raise MissingWeightsError(f"{error}; or use --mask landmarks (an ellipse from the landmarks, no weights)") from None
+    if options.detector == "retinaface":
+        resolve_weight_file(FACEXLIB_WEIGHTS["retinaface"], folder)
+    if options.identity_checkpoint and not Path(options.identity_checkpoint).is_file():
+        raise MissingWeightsError(f"--identity-checkpoint {options.identity_checkpoint} does not exist")
+
+
 _processor: ClipProcessor | None = None
 
 
@@ -309,6 +329,8 @@ def prepare(
     limit: int | None = None,
     batch_size: int = 8,
 ) -> dict:
+    if not (root / "videos").is_dir():
+        raise DataError(f"{root} has no videos/ folder: --celebvt takes the folder holding videos/ and texts/")
     out.mkdir(parents=True, exist_ok=True)
     suffix = "" if shard == (0, 1) else f"-{shard[0]}-of-{shard[1]}"
     manifest, skipped = out / MANIFEST.replace(".jsonl", f"{suffix}.jsonl"), out / f"skipped{suffix}.jsonl"
@@ -319,11 +341,12 @@ def prepare(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     if batches:
+        check_weights(options)  # here, at once: a worker that cannot start would only be started again
         bar = tqdm(total=len(todo), desc="videos", unit="video")
         if workers > 1:
             context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, _init_worker, (root, out, options, device)) as pool:
-                for outcomes in pool.imap_unordered(_run_batch, batches):
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(root, out, options, device)) as pool:
+                for outcomes in pool.map(_run_batch, batches):
                     _record(outcomes, manifest, skipped, bar)
         else:
             processor = ClipProcessor(root, out, options, device)
@@ -343,17 +366,17 @@ def _record(outcomes: list[Outcome], manifest: Path, skipped: Path, bar) -> None
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="CelebV-Text → PortraitBooth training pairs")
+    parser = CommandParser(prog="python -m train.prepare_celebvt", description="CelebV-Text → PortraitBooth training pairs")
     parser.add_argument("--celebvt", required=True, type=Path, help="folder with videos/ and texts/")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=positive_int, default=1)
     parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: this machine's share")
-    parser.add_argument("--limit", type=int, help="at most N new videos in this run")
-    parser.add_argument("--batch-size", type=int, default=8, help="videos whose frames share one detector batch")
+    parser.add_argument("--limit", type=positive_int, help="at most N new videos in this run")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="videos whose frames share one detector batch")
     parser.add_argument("--mask", choices=["bisenet", "landmarks"], default="bisenet")
     parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
     parser.add_argument("--identity-checkpoint", help="φ checkpoint: enables the same-person check")
-    parser.add_argument("--min-face", type=int, default=64)
+    parser.add_argument("--min-face", type=positive_int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-dir")
     parser.add_argument("--captioner", default="annotation", help="'annotation' or module:Class of a Captioner")
@@ -376,4 +399,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="python -m train.prepare_celebvt"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,10 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from portrait.commands import CommandParser, positive_int
+from portrait.commands import run as run_command
 from portrait.engine import ModelSource, load_pipeline
+from portrait.errors import OptionError
 from portrait.identity import load_identity_encoder
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
@@ -35,6 +39,7 @@ from portrait.stea import STEA
 from .attention import AttentionStore, install_attention_capture
 from .checkpoints import load_checkpoint, register_model_hooks, resolve_resume, save_checkpoint, save_final_weights
 from .config import TrainConfig
+from .data_format import read_manifest
 from .dataset import Draw, PortraitDataset, StepBatchSampler, collate
 from .losses import decoded_face_embedding, identity_loss, localization_loss, noise_loss, one_step_reverse
 
@@ -42,11 +47,11 @@ logger = logging.getLogger("train")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m train.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="recipe YAML (train/configs/)")
     parser.add_argument("--data", required=True, type=Path, help="prepared training set (manifest.jsonl)")
     parser.add_argument("--output-dir", required=True, type=Path)
-    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--max-steps", type=positive_int)
     parser.add_argument("--resume", help="'latest' or a checkpoint folder")
     parser.add_argument("--base", help="override the recipe's base model")
     parser.add_argument("--identity-checkpoint", help="φ's .pth (default: the weights folder)")
@@ -204,7 +209,7 @@ class Session:
             try:
                 import bitsandbytes
             except ImportError as error:
-                raise SystemExit("use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from error
+                raise OptionError("use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from error
             optimizer_class = bitsandbytes.optim.AdamW8bit
         optimizer = optimizer_class(
             [*unet.parameters(), *stea.parameters()],
@@ -286,6 +291,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 def train(config: TrainConfig, data: Path, output: Path, resume: str | None = None) -> Path:
     """Train on the prepared set `data` into `output`; returns the final weights' folder."""
+    read_manifest(data)  # a missing or empty set is said now, before any model is loaded
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with="tensorboard",
@@ -293,7 +299,7 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
     )
     session = Session.start(config, accelerator, output, resume)
     models, store, device = session.models, session.store, accelerator.device
-    unet, stea, optimizer, lr_scheduler = session.unet, session.stea, session.optimizer, session.lr_scheduler
+    unet, stea, lr_scheduler = session.unet, session.stea, session.lr_scheduler
     start_step = session.start_step
     dataset = PortraitDataset(data, models.tokenizer, config)
     sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, start_step, config.max_steps, accelerator.process_index)
@@ -343,4 +349,4 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, prog="python -m train.train"))
