@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .face.analyzer import FaceAnalyzer
 from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from .pipeline import PortraitBoothPipeline
@@ -57,7 +59,8 @@ def load_pipeline(source: ModelSource) -> PortraitBoothPipeline:
         pipe = PortraitBoothPipeline.from_random_preset(source.base, seed=source.seed)
         if source.portrait_weights is not None:
             pipe = pipe.with_portrait_weights(source.portrait_weights)
-        pipe.to(dtype=dtype)
+        if dtype != torch.float32:  # the presets are built in fp32
+            pipe.to(dtype=dtype)
     else:
         pipe = PortraitBoothPipeline.from_pretrained(
             source.base,

@@ -37,7 +37,7 @@ from .stea import STEA
 logger = logging.getLogger(__name__)
 
 # Files a PortraitBooth weights folder holds (written by `save_portrait_weights` and `save_pretrained`).
-STEA_FOLDER, UNET_FOLDER = "stea", "unet"
+STEA_FOLDER, UNET_FOLDER, ENCODER_FOLDER = "stea", "unet", "identity_encoder"
 PAPER_STEPS, PAPER_GUIDANCE = 50, 5.0
 
 
@@ -123,7 +123,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
             kwargs.setdefault("feature_extractor", None)
             kwargs.setdefault("requires_safety_checker", False)
         if "stea" in kwargs and "identity_encoder" not in kwargs:
-            folder = base / "identity_encoder" if is_portrait_folder else None
+            folder = base / ENCODER_FOLDER if is_portrait_folder else None
             kwargs["identity_encoder"] = _identity_encoder_for(kwargs["stea"], folder, identity_checkpoint, weights_dir, dtype)
         pipe = super().from_pretrained(base, **kwargs)
         if not is_portrait_folder and "scheduler" not in kwargs:
@@ -158,7 +158,9 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
     def with_portrait_weights(self, folder: str | os.PathLike) -> "PortraitBoothPipeline":
         """These modules with trained STEA (and UNet) weights from `folder`, φ set to the feature STEA fuses."""
         modules = portrait_modules(Path(folder), self.unet.dtype)
-        modules["identity_encoder"] = _with_feature_layer(self.identity_encoder, modules["stea"].config.feature_layer)
+        if "identity_encoder" not in modules:
+            stea = modules["stea"]
+            modules["identity_encoder"] = _matching(self.identity_encoder, stea) or _identity_encoder_for(stea, None, None, None, None)
         return self.with_modules(**modules).to(self.device)
 
     def with_untrained_stea(self, feature_layer: str | None = None) -> "PortraitBoothPipeline":
@@ -367,24 +369,35 @@ def _with_identity_switch(
 
 
 def portrait_modules(folder: Path, dtype: torch.dtype | None = None) -> dict:
-    """The trained STEA (and UNet, when the folder holds one) of a PortraitBooth weights folder."""
+    """The trained STEA of a PortraitBooth weights folder, and its UNet and fused encoder when it holds them
+    (the encoder only when training changed it, as the w/o-STEA ablation's CLIP)."""
     if not (folder / STEA_FOLDER).is_dir():
         raise MissingWeightsError(f"{folder} holds no {STEA_FOLDER}/ folder: not PortraitBooth weights")
     modules = {"stea": STEA.from_pretrained(folder / STEA_FOLDER, dtype=dtype)}
     if (folder / UNET_FOLDER).is_dir():
         modules["unet"] = UNet2DConditionModel.from_pretrained(folder / UNET_FOLDER, dtype=dtype)
+    if (folder / ENCODER_FOLDER).is_dir():
+        kind = json.loads((folder / ENCODER_FOLDER / "config.json").read_text())["_class_name"]
+        encoder_class = {"IdentityEncoder": IdentityEncoder, "ClipImageEncoder": ClipImageEncoder}[kind]
+        modules["identity_encoder"] = encoder_class.from_pretrained(folder / ENCODER_FOLDER, dtype=dtype).eval()
     return modules
 
 
-def _identity_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype) -> IdentityEncoder:
-    """φ as `stea` was trained with: the saved pipeline's own φ when it is that architecture, else the
-    third-party checkpoint; either way set to the feature layer STEA fuses."""
+def _identity_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype) -> IdentityEncoder | ClipImageEncoder:
+    """The encoder `stea` was trained with: the saved pipeline's own φ (`folder`) when it is that
+    architecture, else loaded by its name (third-party checkpoint, or CLIP); set to the feature STEA fuses."""
     config = stea.config
     if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.identity_encoder:
-        encoder = IdentityEncoder.from_pretrained(folder, dtype=dtype)
-        return _with_feature_layer(encoder, config.feature_layer)
+        return _matching(IdentityEncoder.from_pretrained(folder, dtype=dtype), stea)
     encoder = load_identity_encoder(config.identity_encoder, config.feature_layer, checkpoint, weights_dir)
     return encoder.to(dtype) if dtype else encoder
+
+
+def _matching(encoder, stea: STEA):
+    """`encoder` giving the feature `stea` fuses, when it is the architecture `stea` was trained with; else None."""
+    if encoder.config.architecture != stea.config.identity_encoder:
+        return None
+    return _with_feature_layer(encoder, stea.config.feature_layer)
 
 
 def _with_feature_layer(encoder, layer: str):

@@ -26,9 +26,18 @@ def test_greedy_matching_ties_and_missing_faces():
     assert greedy_match(one_face) == [(0, 1, 0.7)] and pair_score(one_face, 2) == 0.0  # reference 0 unmatched
     three_faces = np.array([[0.1, 0.2], [0.6, 0.3], [0.4, 0.9]])  # largest first
     assert greedy_match(three_faces) == [(2, 1, 0.9), (1, 0, 0.6)]
-    assert pair_score(three_faces, 2) == 0.2  # only the two largest faces count: (1, 0) = 0.6, then (0, 1) = 0.2
+    assert pair_score(three_faces, 2) == 0.6  # every face takes part: (2, 1) = 0.9, then (1, 0) = 0.6; the worse is 0.6
     assert pair_score(np.array([[-0.4, -0.1], [-0.2, -0.3]]), 2) == 0.0  # a negative worst match counts as 0
     assert greedy_match(np.zeros((0, 2))) == [] and pair_score(np.zeros((0, 2)), 2) == 0.0
+
+
+def test_default_prompts_hold_the_papers_four_groups_and_the_pairs():
+    from train.evaluate import DEFAULT_PROMPTS, SINGLE_GROUPS
+
+    prompts = json.loads(DEFAULT_PROMPTS.read_text())
+    assert SINGLE_GROUPS == ("accessory", "style", "action", "context")
+    assert [len(prompts[group]) for group in SINGLE_GROUPS] == [10, 10, 10, 10] and len(prompts["multi"]) == 21
+    assert all("{subject}" in prompt for group in SINGLE_GROUPS for prompt in prompts[group])
 
 
 def test_combined_scores_by_hand():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from train.dataset import NO_TOKEN, Draw, PortraitDataset, StepBatchSampler, col
 from train.synthetic import make_synthetic_set
 from train.train import Objective, build_models, main, step_generator
 
+REPO = Path(__file__).resolve().parent.parent
 TINY = "train/configs/tiny.yaml"
 
 
@@ -110,11 +113,21 @@ def test_trained_weights_load_into_the_pipeline(tmp_path, data, astronaut):
 
 
 @pytest.mark.slow
-def test_without_stea_ablation_fuses_clip_features(tmp_path, data):
-    recipe = write_config(tmp_path, fusion_encoder="clip_tiny")
-    final = main(["--config", str(recipe), "--data", str(data), "--output-dir", str(tmp_path / "run"), "--max-steps", "3"])
-    config = yaml.safe_load((final / "stea" / "config.json").read_text())
+def test_without_stea_ablation_fuses_clip_features_and_can_train_them(tmp_path, data):
+    frozen = main(["--config", str(write_config(tmp_path, fusion_encoder="clip_tiny")), "--data", str(data),
+                   "--output-dir", str(tmp_path / "frozen"), "--max-steps", "2"])  # fmt: skip
+    config = yaml.safe_load((frozen / "stea" / "config.json").read_text())
     assert config["identity_encoder"] == "clip_tiny" and config["identity_dim"] == 32
+    assert sorted(p.name for p in frozen.iterdir()) == ["stea", "unet"]  # a frozen encoder is not saved again
+    trained = main(["--config", str(write_config(tmp_path, fusion_encoder="clip_tiny", train_fusion_encoder=True)),
+                    "--data", str(data), "--output-dir", str(tmp_path / "trained"), "--max-steps", "2"])  # fmt: skip
+    assert sorted(p.name for p in trained.iterdir()) == ["identity_encoder", "stea", "unet"]
+    untouched = PortraitBoothPipeline.from_random_preset("tiny").with_portrait_weights(frozen).identity_encoder
+    loaded = PortraitBoothPipeline.from_random_preset("tiny").with_portrait_weights(trained).identity_encoder
+    changed = load_file(trained / "identity_encoder" / "diffusion_pytorch_model.safetensors")
+    assert type(loaded).__name__ == type(untouched).__name__ == "ClipImageEncoder"  # the weights' own encoder, not φ
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in changed.items())
+    assert not all(torch.equal(untouched.state_dict()[k], v) for k, v in changed.items())
 
 
 @pytest.mark.slow
@@ -141,3 +154,18 @@ def test_bf16_mixed_precision_with_validation(tmp_path, data):
     final = main(["--config", str(recipe), "--data", str(data), "--output-dir", str(tmp_path / "bf16"), "--max-steps", "2"])
     assert (final / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert len(list((tmp_path / "bf16" / "validation" / "step-000002").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "train" / "configs").glob("*.yaml")))
+def test_every_recipe_loads_and_ablations_change_only_their_term(recipe):
+    config = TrainConfig.load(REPO / "train" / "configs" / recipe)
+    paper = TrainConfig.load(REPO / "train" / "configs" / "paper.yaml")
+    expected = {
+        "ablation_no_dip.yaml": {"identity_weight": 0.0},
+        "ablation_no_ecac.yaml": {"localization_weight": 0.0},
+        "ablation_no_expression.yaml": {"mu": 0.0},
+        "ablation_no_stea.yaml": {"fusion_encoder": "clip_vit_l14", "train_fusion_encoder": True},
+    }.get(recipe)
+    if expected is not None:
+        assert {key: getattr(config, key) for key in expected} == expected
+        assert config.lam == paper.lam and config.beta == paper.beta and config.learning_rate == paper.learning_rate

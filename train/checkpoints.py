@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
+from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file
 
 from portrait.errors import DataError
@@ -53,7 +54,10 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
 
 
 def _part_name(model) -> str:
-    return "stea" if isinstance(model, STEA) else "unet"
+    """The folder a trained model is saved in: as in a PortraitBooth weights folder."""
+    if isinstance(model, STEA):
+        return "stea"
+    return "unet" if isinstance(model, UNet2DConditionModel) else "identity_encoder"
 
 
 def register_model_hooks(accelerator: Accelerator) -> None:
@@ -90,8 +94,9 @@ def load_checkpoint(accelerator: Accelerator, folder: Path) -> int:
     return int(_NAME.match(folder.name).group(1))
 
 
-def save_final_weights(folder: Path, unet, stea) -> None:
-    """The trained weights as portrait weights (unet/, stea/), replaced only when complete."""
+def save_final_weights(folder: Path, weights: dict) -> None:
+    """The trained weights as portrait weights (unet/, stea/, and identity_encoder/ when it was trained),
+    replaced only when complete."""
     with atomic_path(folder) as partial:
-        unet.save_pretrained(partial / "unet")
-        stea.save_pretrained(partial / "stea")
+        for name, model in weights.items():
+            model.save_pretrained(partial / name)

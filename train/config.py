@@ -20,6 +20,7 @@ class TrainConfig:
     base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id, folder, or a random preset: tiny, drawn, sd15
     identity_encoder: str = "curricularface_ir101"  # φ: measures identity (L_id) and, by default, feeds STEA
     fusion_encoder: str | None = None  # what STEA fuses instead of φ's feature ("clip_vit_l14": the w/o-STEA ablation)
+    train_fusion_encoder: bool = False  # train that encoder with the UNet (the paper's w/o-STEA row does)
     identity_checkpoint: str | None = None
     feature_layer: str = "stage4"
     identity_words: tuple[str, ...] = IDENTITY_WORDS

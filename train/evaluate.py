@@ -7,7 +7,7 @@
 DIR holds one reference photo per subject and `subjects.json` ({"file name": "man" | "woman" | word}).
 The prompt file (default train/eval_prompts.json) maps group names to prompts with a `{subject}`
 placeholder ("multi" prompts use `{subject_a}` and `{subject_b}`). Protocols: single (every subject ×
-every accessory/style/action prompt × N images), expression (the 11 emotion words per subject), multi
+every accessory/style/action/context prompt × N images), expression (the 11 emotion words per subject), multi
 (every pair of subjects × the multi prompts; faces matched greedily, a pair scores its worse match).
 
 The plan of images is a pure function of RUN/run.json, so both halves are resumable: existing images
@@ -44,7 +44,7 @@ from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject
 from .metrics import MetricModels, geometric_mean, harmonic_mean, id_p, pair_score
 
 DEFAULT_PROMPTS = Path(__file__).with_name("eval_prompts.json")
-SINGLE_GROUPS = ("accessory", "style", "action")
+SINGLE_GROUPS = ("accessory", "style", "action", "context")
 PROTOCOLS = ("single", "expression", "multi")
 SCORE_COLUMNS = ("file", "method", "protocol", "group", "subjects", "prompt", "seed", "id_pres", "clip_ti", "id_p",
                  "face_detected", "expression", "expression_coefficient")  # fmt: skip

@@ -51,10 +51,10 @@ def greedy_match(similarity: np.ndarray) -> list[tuple[int, int, float]]:
 def pair_score(similarity: np.ndarray, references: int) -> float:
     """A multi-subject image's identity score: its worst matched reference, at least 0 (0 if one is unmatched).
 
-    `similarity` rows are the generated faces, largest first; only the `references` largest take part
-    (FastComposer's protocol, which the paper follows).
+    `similarity` rows are every face detected in the generated image, columns the references: all
+    faces take part in the greedy matching, as the paper describes its multi-subject protocol.
     """
-    matched = {reference: value for _, reference, value in greedy_match(np.asarray(similarity)[:references])}
+    matched = {reference: value for _, reference, value in greedy_match(np.asarray(similarity))}
     return max(0.0, min(matched.get(reference, 0.0) for reference in range(references)))
 
 

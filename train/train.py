@@ -119,18 +119,21 @@ class Objective:
         self.models, self.config, self.store, self.dtype = models, config, store, dtype
         self.alphas_cumprod = models.noise_scheduler.alphas_cumprod
 
-    def __call__(self, unet, stea, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, unet, stea, batch: dict[str, torch.Tensor], generator: torch.Generator, fusion: torch.nn.Module | None = None
+    ) -> dict[str, torch.Tensor]:
+        """fusion: the encoder STEA fuses, when it is trained too (else the frozen `models.identity_encoder`)."""
         models, config = self.models, self.config
         device = batch["pixel_values"].device
         with torch.no_grad():
             latents = models.vae.encode(batch["pixel_values"].to(self.dtype)).latent_dist.sample(generator)
             latents = latents * models.vae.config.scaling_factor
             text = models.text_encoder(batch["input_ids"])[0]
-            reference = models.identity_encoder(batch["reference"].to(self.dtype))
-            if models.loss_encoder is not models.identity_encoder:
-                reference_identity = models.loss_encoder(batch["reference"].to(self.dtype)).embedding
-            else:
-                reference_identity = reference.embedding
+            reference_identity = models.loss_encoder(batch["reference"].to(self.dtype)).embedding
+            if fusion is None:
+                reference = models.identity_encoder(batch["reference"].to(self.dtype))
+        if fusion is not None:
+            reference = fusion(batch["reference"])
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         steps = models.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
@@ -183,6 +186,7 @@ class Session:
     models: Models
     unet: torch.nn.Module
     stea: torch.nn.Module
+    fusion: torch.nn.Module | None  # the encoder STEA fuses, when the recipe trains it
     optimizer: torch.optim.Optimizer
     lr_scheduler: object
     store: AttentionStore | None
@@ -190,16 +194,28 @@ class Session:
     objective: Objective
     start_step: int = 0
 
+    @property
+    def trained(self) -> list[torch.nn.Module]:
+        return [module for module in (self.unet, self.stea, self.fusion) if module is not None]
+
+    def weights(self) -> dict[str, torch.nn.Module]:
+        """What training changed, unwrapped and named as in a PortraitBooth weights folder."""
+        unwrap = self.accelerator.unwrap_model
+        parts = {"unet": unwrap(self.unet), "stea": unwrap(self.stea)}
+        return parts | ({"identity_encoder": unwrap(self.fusion)} if self.fusion is not None else {})
+
     @classmethod
     def start(cls, config: TrainConfig, accelerator: Accelerator, output: Path | None = None, resume: str | None = None) -> "Session":
         """Frozen VAE, text encoder and φ in the mixed-precision dtype; UNet and STEA trainable; resumed if asked."""
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
         models = build_models(config)
-        for frozen in {models.vae, models.text_encoder, models.identity_encoder, models.loss_encoder}:
+        fusion = models.identity_encoder.train() if config.train_fusion_encoder else None
+        for frozen in {models.vae, models.text_encoder, models.identity_encoder, models.loss_encoder} - {fusion}:
             frozen.requires_grad_(False).eval().to(accelerator.device)
             if dtype != torch.float32:
                 frozen.to(dtype)
         unet, stea = models.unet.train(), models.stea.train()
+        trained = [unet, stea, *([fusion] if fusion is not None else [])]
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             models.vae.enable_gradient_checkpointing()  # the DIP decode keeps its graph
@@ -212,7 +228,7 @@ class Session:
                 raise OptionError("use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from error
             optimizer_class = bitsandbytes.optim.AdamW8bit
         optimizer = optimizer_class(
-            [*unet.parameters(), *stea.parameters()],
+            [parameter for module in trained for parameter in module.parameters()],
             lr=config.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.adam_weight_decay,
@@ -220,7 +236,8 @@ class Session:
             **({} if config.use_8bit_adam else {"foreach": True}),  # one kernel per step for all tensors
         )
         lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps)
-        unet, stea, optimizer, lr_scheduler = accelerator.prepare(unet, stea, optimizer, lr_scheduler)
+        *trained, optimizer, lr_scheduler = accelerator.prepare(*trained, optimizer, lr_scheduler)
+        unet, stea, fusion = trained[0], trained[1], trained[2] if fusion is not None else None
         register_model_hooks(accelerator)
         start_step = 0
         resume_from = resolve_resume(output, resume) if output is not None else None
@@ -228,7 +245,7 @@ class Session:
             start_step = load_checkpoint(accelerator, resume_from)
             logger.info("Resumed from %s at step %d", resume_from, start_step)
         objective = Objective(models, config, store, dtype)
-        return cls(accelerator, config, models, unet, stea, optimizer, lr_scheduler, store, dtype, objective, start_step)
+        return cls(accelerator, config, models, unet, stea, fusion, optimizer, lr_scheduler, store, dtype, objective, start_step)
 
     def step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """One optimiser step on `batch`; its random draws depend only on (seed, step, rank)."""
@@ -236,9 +253,10 @@ class Session:
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}
         generator = step_generator(self.config.seed, step, accelerator.process_index, accelerator.device)
         with accelerator.autocast():
-            losses = self.objective(self.unet, self.stea, batch, generator)
+            losses = self.objective(self.unet, self.stea, batch, generator, self.fusion)
         accelerator.backward(losses["total"])
-        accelerator.clip_grad_norm_([*self.unet.parameters(), *self.stea.parameters()], self.config.max_grad_norm)
+        parameters = [parameter for module in self.trained for parameter in module.parameters()]
+        accelerator.clip_grad_norm_(parameters, self.config.max_grad_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -250,19 +268,20 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device) -> tor
     return torch.Generator(device=device).manual_seed(int(np.random.SeedSequence((seed, step, rank)).generate_state(1)[0]))
 
 
-def validate(models: Models, unet, stea, dataset: PortraitDataset, config: TrainConfig, folder: Path, device) -> list:
-    """Fixed faces (the first references of the set) × the recipe's validation prompts."""
+def validate(models: Models, weights: dict, dataset: PortraitDataset, config: TrainConfig, folder: Path, device) -> list:
+    """Fixed faces (the first references of the set) × the recipe's validation prompts, with the
+    trained `weights` (unet, stea and, when trained, identity_encoder) in the base pipeline."""
     from diffusers import EulerDiscreteScheduler
 
     scheduler = EulerDiscreteScheduler.from_config(models.base_scheduler_config)
-    pipe = models.pipeline.with_modules(unet=unet, stea=stea, identity_encoder=models.identity_encoder, scheduler=scheduler)
+    pipe = models.pipeline.with_modules(**{"identity_encoder": models.identity_encoder, **weights, "scheduler": scheduler})
     pipe.set_progress_bar_config(disable=True)
     folder.mkdir(parents=True, exist_ok=True)
     images = []
     for index, sample in enumerate(dataset.samples[:2]):
-        reference = dataset[Draw(index, 0)]["reference"][None].to(device, models.identity_encoder.dtype)
+        reference = dataset[Draw(index, 0)]["reference"][None].to(device, pipe.identity_encoder.dtype)
         with torch.no_grad():
-            identity = models.identity_encoder(reference)
+            identity = pipe.identity_encoder(reference)
         face = FaceEncoding(identity.features, identity.embedding)
         word = dataset.word_map.get(sample.identity_word, sample.identity_word)
         for number, template in enumerate(config.validation_prompts):
@@ -299,7 +318,7 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
     )
     session = Session.start(config, accelerator, output, resume)
     models, store, device = session.models, session.store, accelerator.device
-    unet, stea, lr_scheduler = session.unet, session.stea, session.lr_scheduler
+    lr_scheduler = session.lr_scheduler
     start_step = session.start_step
     dataset = PortraitDataset(data, models.tokenizer, config)
     sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, start_step, config.max_steps, accelerator.process_index)
@@ -330,19 +349,18 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
             if store is not None:
                 store.token_indices = None  # plain SDPA while sampling
             with accelerator.autocast():  # fp32 trained modules beside bf16/fp16 frozen ones
-                images = validate(
-                    models, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea), dataset, config,
-                    output / "validation" / f"step-{done:06d}", device,
-                )  # fmt: skip
+                folder = output / "validation" / f"step-{done:06d}"
+                images = validate(models, session.weights(), dataset, config, folder, device)
             for tracker in accelerator.trackers:
                 if tracker.name == "tensorboard":
                     tracker.writer.add_images("validation", np.stack(images), done, dataformats="NHWC")
-            unet.train()
+            for module in session.trained:
+                module.train()
     progress.close()
     accelerator.wait_for_everyone()
     final = output / "final"
     if accelerator.is_main_process:
-        save_final_weights(final, accelerator.unwrap_model(unet), accelerator.unwrap_model(stea))
+        save_final_weights(final, session.weights())
         logger.info("Weights written to %s (load with portrait_weights=%s)", final, final)
     accelerator.end_training()
     return final
