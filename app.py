@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     service, banner = load_service(args)
     demo = build_app(service, banner)
     demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="40mb", css=CSS)
+    # show_error: a request that Gradio itself refuses (a path that was not uploaded, a value not among the
+    # choices) hears why; the handlers turn their own failures into one sentence (webui/errors.py).
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="40mb", css=CSS, show_error=True)
 
 
 if __name__ == "__main__":

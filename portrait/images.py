@@ -55,7 +55,8 @@ def load_image(source: ImageInput, limits: ImageLimits = DEFAULT_LIMITS) -> Imag
 def _open(source: ImageInput) -> Image.Image:
     if isinstance(source, bytes):
         source = io.BytesIO(source)
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "upload"
+    # Only the file's own name: a server must not tell a request where its uploads live.
+    name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the upload"
     try:
         with warnings.catch_warnings():
             # Our own pixel cap (checked next) gives a clearer message than PIL's warning.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -159,15 +161,121 @@ def test_uploads_do_not_outlive_the_request(server, client, photos):
     assert left == []
 
 
-def test_ten_concurrent_requests_finish_or_hear_queue_full(server, photos):
-    def one(index):
-        try:
-            gallery, _ = generate(Client(server.url, verbose=False), photos["selfie.png"], steps=3)
-            return "done" if len(gallery) == 1 else "wrong"
-        except Exception as error:  # noqa: BLE001 - the message is what is checked
-            return "full" if "queue" in str(error).lower() else f"error: {error}"
+def raw_call(server, endpoint: str, body: str) -> str:
+    """A request as any HTTP client may send it, JSON written by hand (NaN and all); the event stream's end."""
+    started = httpx.post(f"{server.url}gradio_api/call/{endpoint}", content=body, headers={"content-type": "application/json"}, timeout=30)
+    if started.status_code != 200:
+        return f"HTTP {started.status_code}: {started.text}"
+    return httpx.get(f"{server.url}gradio_api/call/{endpoint}/{started.json()['event_id']}", timeout=120).text
 
-    with ThreadPoolExecutor(10) as pool:
-        outcomes = list(pool.map(one, range(10)))
-    assert set(outcomes) <= {"done", "full"} and "done" in outcomes, outcomes
+
+def file_data(path: str) -> str:
+    return json.dumps({"path": path, "meta": {"_type": "gradio.FileData"}})
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("https://example.com/face.png", "Links are not fetched"),
+        ("http://127.0.0.1:22/", "Links are not fetched"),
+        ("/etc/passwd", "was not uploaded by a user"),
+        ("../../../../etc/passwd", "was not uploaded by a user"),
+        ("file:///etc/passwd", "was not uploaded by a user"),
+    ],
+)
+def test_links_and_server_paths_are_neither_fetched_nor_read(server, path, message):
+    stream = raw_call(server, "detect_face", f"[{file_data(path)}]".join(['{"data":', "}"]))
+    assert "event: error" in stream and message in stream and "root:" not in stream
+
+
+def test_awkward_files(client, photos, tmp_path, astronaut):
+    (tmp_path / "zero.png").write_bytes(b"")
+    whole = photos["selfie.png"].read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    Image.new("L", (20000, 20000)).save(tmp_path / "bomb.png", optimize=True)  # 400 MP of zeros in a few hundred KB
+    for name, message in (("zero.png", "Could not read zero.png"), ("cut.png", "truncated"), ("bomb.png", "decompression bomb")):
+        with pytest.raises(Exception, match=message) as error:
+            generate(client, tmp_path / name)
+        assert "/" not in str(error.value).split("Could not read ")[-1].split(" as ")[0]  # no server path told
+    (tmp_path / "big.bin").write_bytes(b"\0" * (41 * 2**20))
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        generate(client, tmp_path / "big.bin")
+
+
+def test_out_of_range_numbers_even_as_raw_json(server, client, photos):
+    upload = httpx.post(f"{server.url}gradio_api/upload", files={"files": open(photos["selfie.png"], "rb")}, timeout=30).json()[0]
+    face = file_data(upload)
+    # generate's inputs: face, prompt, word, custom word, expression, negative, images, seed, random seed, steps, guidance, size, start, kept
+    body = '{"data": [%s, "a woman", "woman", "", "none", "", %s, %s, %s, %s, %s, %s, %s, null]}'
+    cases = {
+        ("1", "0", "true", "1", "NaN", '"Square 1:1"', "0"): "Guidance must be between 0 and 30",
+        ("1", "0", "true", "Infinity", "5", '"Square 1:1"', "0"): "greater than maximum value 100",
+        ("1", "0", "true", "1", "5", '"Square 1:1"', "NaN"): "identity_start must be between 0 and 1",
+        ("1", "1e30", "false", "1", "5", '"Square 1:1"', "0"): "Seed must be a whole number",
+        ("1", "-3", "false", "1", "5", '"Square 1:1"', "0"): "Seed must be a whole number",
+        ("1000", "0", "true", "1", "5", '"Square 1:1"', "0"): "greater than maximum value 4",
+        ("1", "0", "true", "0", "5", '"Square 1:1"', "0"): "less than minimum value 1",
+        ("1", "0", "true", "10000", "5", '"Square 1:1"', "0"): "greater than maximum value 100",
+        ("1", "0", "true", "1", "5", '"Huge 99:1"', "0"): "not in the list of choices",
+    }
+    for values, message in cases.items():
+        stream = raw_call(server, "generate", body % (face, *values))
+        assert "event: error" in stream and message in stream, (values, stream[-500:])
+    with pytest.raises(Exception, match="greater than maximum value 0.8"):
+        client.predict(handle_file(str(photos["selfie.png"])), handle_file(str(photos["mirrored.png"])), "a man and a woman",
+                       split=5, steps=1, api_name="/generate_pair")  # fmt: skip
+
+
+def test_prompts_and_words_of_every_kind(client, photos):
+    with pytest.raises(Exception, match="99999 characters long"):
+        generate(client, photos["selfie.png"], "a woman " * 12500)
+    assert "1 image in" in generate(client, photos["selfie.png"], "😀🎉🌈")[1]  # emoji only: "a photo of a woman, 😀🎉🌈"
+    with pytest.raises(Exception, match="must be a single word"):
+        generate(client, photos["selfie.png"], "a young woman", identity_word="custom", custom_word="young woman")
+    with pytest.raises(Exception, match="not in the list of choices"):
+        generate(client, photos["selfie.png"], "a young woman", identity_word="young woman")
+
+
+def test_the_same_photo_for_both_people(client, photos):
+    gallery, info = client.predict(handle_file(str(photos["selfie.png"])), handle_file(str(photos["selfie.png"])),
+                                   "a photo of a man and a woman", steps=1, api_name="/generate_pair")  # fmt: skip
+    assert len(gallery) == 1 and "A: the first 'man'" in info
+
+
+def resident_megabytes(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+
+
+def test_25_concurrent_mixed_requests_then_still_serving_at_the_same_memory(server, photos):
+    def one(index: int) -> str:
+        client = Client(server.url, verbose=False)
+        try:
+            kind = index % 5
+            if kind == 0:
+                gallery, _ = generate(client, photos["selfie.png"], steps=3)
+            elif kind == 1:
+                gallery, _ = client.predict(handle_file(str(photos["selfie.png"])), handle_file(str(photos["mirrored.png"])),
+                                            "a photo of a man and a woman", steps=2, api_name="/generate_pair")  # fmt: skip
+            elif kind == 2:
+                gallery = [client.predict(handle_file(str(photos["selfie.png"])), api_name="/detect_face")]
+            elif kind == 3:
+                generate(client, photos["blank.png"])
+                return "wrong"
+            else:
+                generate(client, photos["selfie.png"], "a woman " * 500)
+                return "wrong"
+            return "done" if gallery else "wrong"
+        except Exception as error:  # noqa: BLE001 - the message is what is checked
+            text = str(error)
+            if "queue" in text.lower():
+                return "full"
+            return "refused" if ("No face found" in text or "characters long" in text) else f"error: {text}"
+
+    generate(Client(server.url, verbose=False), photos["selfie.png"])  # warm: models and caches in memory
+    before = resident_megabytes(server.process.pid)
+    with ThreadPoolExecutor(25) as pool:
+        outcomes = list(pool.map(one, range(25)))
+    assert set(outcomes) <= {"done", "full", "refused"} and "done" in outcomes, outcomes
     assert generate(Client(server.url, verbose=False), photos["selfie.png"])[0]  # still serving
+    assert resident_megabytes(server.process.pid) - before < 150  # nothing kept per request

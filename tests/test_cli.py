@@ -74,3 +74,13 @@ def test_two_people_say_which_face_went_where(tmp_path, capsys):
 def test_bad_numbers_are_refused_with_a_sentence(options, message, capsys):
     args = ["generate", "--tiny", "--face", "example:astronaut", "--prompt", "a man and a woman", *options]
     assert main(args) == 2 and message in capsys.readouterr().err
+
+
+def test_overlapping_regions_share_their_pixels(tmp_path, capsys):
+    faces = ["--face", "example:astronaut", "--face", "example:astronaut"]
+    args = ["generate", "--tiny", *faces, "--prompt", "a photo of a man and a woman", "--steps", "1", "--out", str(tmp_path)]
+    assert main([*args, "--region", "0,0,0.7,1", "--region", "0.3,0,1,1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "x 0.00–0.70" in lines[0] and "x 0.30–1.00" in lines[1]
+    assert main([*args, "--region", "0.5,0,0.2,1", "--region", "0,0,1,1"]) == 2
+    assert "x0<x1" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 from gradio.data_classes import FileData
-from gradio_client.utils import decode_base64_to_binary
+from gradio_client.utils import decode_base64_to_binary, is_http_url_like
 from PIL import Image
 
 from portrait.errors import PortraitError
@@ -27,6 +27,12 @@ class FaceUpload(gr.Image):
     errors for corrupt, huge or odd images) and deletes it right after."""
 
     is_template = True  # same browser component as gr.Image
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
+        """Gradio would fetch a link sent in place of an upload; the app fetches nothing on a request's behalf."""
+        if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
+            raise gr.Error("Links are not fetched: upload the photo itself.")
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
 
     def preprocess(self, payload: FileData | None) -> str | bytes | None:
         if payload is None:
