@@ -83,6 +83,8 @@ def generate(args: argparse.Namespace) -> list[Path]:
     for analysis in (analysis for face in faces for analysis in face.analyses):
         if analysis.notice:
             print(analysis.notice)
+    if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_images:
+        raise OptionError(f"--seed takes a whole number from 0 to 2^63, got {args.seed}")
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     seeds = [seed + index for index in range(args.num_images)]  # image i is reproducible alone from seeds[i]
     common = dict(

@@ -149,7 +149,7 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         """
         if scene_weight <= 0:
             raise OptionError("scene_weight must be positive: the scene prompt has to cover the whole canvas")
-        check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width)
+        check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width, guidance_scale)
         config = self.stea.config
         prompts = build_subject_prompts(
             prompt, [p.identity_word for p in people], [p.expression for p in people], config.identity_words, config.emotion_words

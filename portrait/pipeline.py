@@ -292,7 +292,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         face: a precomputed `encode_faces` result, instead of `face_image`.
         Everything else is as in `StableDiffusionPipeline.__call__`.
         """
-        check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width)
+        check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width, guidance_scale)
         if face is None:
             if face_image is None:
                 raise NoFaceError("Give a reference photo (face_image) or a precomputed face encoding (face)")
@@ -328,9 +328,17 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
 
 
 def check_sampling(
-    identity_start: float, num_inference_steps: int, num_images: int, height: int | None, width: int | None
+    identity_start: float,
+    num_inference_steps: int,
+    num_images: int,
+    height: int | None,
+    width: int | None,
+    guidance_scale: float = PAPER_GUIDANCE,
 ) -> None:
-    """Refuse, with a sentence, the numbers diffusers would fail on (or silently make noise with)."""
+    """Refuse, with a sentence, the numbers diffusers would fail on (or silently make noise with).
+    NaN fails every comparison, so it is refused with the rest."""
+    if not 0.0 <= guidance_scale < float("inf"):
+        raise OptionError(f"The guidance scale must be a number from 0 up, got {guidance_scale}")
     if not 0.0 <= identity_start <= 1.0:
         raise OptionError(f"identity_start must be between 0 and 1, got {identity_start}")
     if num_inference_steps < 1 or num_images < 1:

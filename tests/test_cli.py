@@ -69,6 +69,11 @@ def test_two_people_say_which_face_went_where(tmp_path, capsys):
         (["--steps", "0"], "at least 1"),
         (["--height", "500"], "multiple of 8"),
         (["--face", "example:astronaut", "--height", "500"], "multiple of 8"),
+        (["--guidance", "nan"], "guidance scale must be a number"),
+        (["--guidance", "-1"], "guidance scale must be a number"),
+        (["--identity-start", "nan"], "identity_start must be between 0 and 1"),
+        (["--seed", str(2**70)], "--seed takes a whole number"),
+        (["--seed", "-1"], "--seed takes a whole number"),
     ],
 )
 def test_bad_numbers_are_refused_with_a_sentence(options, message, capsys):
