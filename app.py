@@ -4,15 +4,19 @@
     python app.py --tiny --port 7860  # tiny untrained models, never touches the network
 
 Named API endpoints (gradio_client): detect_face, generate, generate_pair.
+Every picture passes SD 1.5's safety checker and carries an invisible watermark and "AI-generated"
+metadata; --no-safety-checker and --no-watermark exist for research use only.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import gradio as gr
 
@@ -20,21 +24,19 @@ from portrait.commands import CommandParser, port, positive_int
 from portrait.commands import run as run_command
 from portrait.engine import TINY, add_model_arguments, load_engine, model_source
 from portrait.errors import MissingWeightsError
-from portrait.examples import example_face
+from portrait.images import load_image
 from portrait.prompts import EMOTION_WORDS
+from portrait.speed import LCM_LORA_ID, parse_lora
+from webui.adapters import NO_STYLE, Adapters
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.uploads import FaceUpload
 from webui.wiring import inputs_for
 
 logger = logging.getLogger("portrait.app")
 
-EXAMPLE_PROMPTS = [
-    "a photo of a woman in the snow",
-    "a portrait of a man wearing a hat, oil painting style",
-    "a photo of a woman on the beach at night",
-    "a man in the city, wearing glasses",
-]
-PAIR_PROMPT = "a photo of a man and a woman smiling in front of a bar"
+ASSETS = Path(__file__).resolve().parent / "assets"
+EXAMPLES = json.loads((ASSETS / "prompts.json").read_text())
+CONSENT = "Only upload photos of yourself, or of people who agreed. Photos are not kept after your request."
 TINY_BANNER = (
     "⚠️ **Running on a tiny untrained model: the pictures are noise.** "
     "To get real portraits, install the weights (README, 'Weights') and restart without `--tiny`."
@@ -65,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-queue", type=positive_int, default=16, help="requests waiting at most; more get 'queue full'")
     parser.add_argument("--concurrency", type=positive_int, default=1, help="generations running at once (GPU memory)")
     parser.add_argument("--max-images", type=positive_int, default=4)
+    parser.add_argument(
+        "--lcm-lora", default=env("PORTRAIT_LCM_LORA"),
+        help=f"LCM-LoRA behind the Fast toggle, when it loads (folder, file or hub id; default {LCM_LORA_ID}, none on the tiny preset)",
+    )  # fmt: skip
+    parser.add_argument("--lora", action="append", type=parse_lora, default=[], metavar="PATH_OR_ID[:SCALE]",
+                        help="a style LoRA offered under Advanced, repeatable")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -76,16 +84,21 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
         pipe = load_engine(source)
     except MissingWeightsError as error:
         logger.warning("%s; starting on the tiny preset", error)
-        pipe = load_engine(dataclasses.replace(source, base=TINY, portrait_weights=None))
+        source = dataclasses.replace(source, base=TINY, portrait_weights=None)
+        pipe = load_engine(source)
         banner = f"{TINY_BANNER}<br>Missing: {error}"
+    lcm = args.lcm_lora if args.lcm_lora is not None else (None if source.base == TINY else LCM_LORA_ID)
     if banner is None and not pipe.stea.is_trained:
         banner = UNTRAINED_BANNER
     pipe.set_progress_bar_config(disable=True)
-    return PortraitService(pipe, Limits(max_images=args.max_images), example_face("astronaut")), banner
+    adapters = Adapters.load(pipe, lcm or None, args.lora)
+    example = load_image(ASSETS / "faces" / "astronaut.png")
+    return PortraitService(pipe, Limits(max_images=args.max_images), example, adapters), banner
 
 
-def generation_controls(limits: Limits, aspect: str) -> dict:
-    """Negative prompt, size, count, seed and the Advanced settings: the same on both tabs."""
+def generation_controls(service: PortraitService, aspect: str) -> dict:
+    """Negative prompt, size, count, seed, fast mode and the Advanced settings: the same on both tabs."""
+    limits, adapters = service.limits, service.adapters
     controls = {
         "negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry"),
         "aspect": gr.Dropdown(list(ASPECTS), value=aspect, label="Size"),
@@ -94,14 +107,18 @@ def generation_controls(limits: Limits, aspect: str) -> dict:
     with gr.Row():
         controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
+    controls["fast"] = gr.Checkbox(value=False, label="Fast (LCM, 6 steps)", visible=adapters.lcm is not None)
     with gr.Accordion("Advanced", open=False):
         controls["steps"] = gr.Slider(1, limits.max_steps, value=50, step=1, label="Steps")
         controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+        styles = [NO_STYLE, *adapters.styles]
+        controls["style"] = gr.Dropdown(styles, value=NO_STYLE, label="Style LoRA", visible=len(styles) > 1)
     return controls
 
 
 def face_input(label: str) -> tuple[FaceUpload, gr.Image, gr.Markdown, gr.State]:
     face = FaceUpload(label=label, type="filepath", image_mode=None, sources=["upload", "webcam"], height=280)
+    gr.Markdown(CONSENT, elem_classes="consent")
     preview = gr.Image(label="Detected face", interactive=False, height=200, format="png")
     message = gr.Markdown()
     remembered = gr.State(None, time_to_live=3600)  # the decoded photo, in memory for this session only
@@ -121,14 +138,14 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     face, preview, message, remembered = face_input("Your selfie")
                     example = gr.Button("Use the example face (astronaut)", size="sm")
                 with gr.Column():
-                    prompt = gr.Textbox(label="Prompt", placeholder=EXAMPLE_PROMPTS[0], lines=2)
-                    gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+                    prompt = gr.Textbox(label="Prompt", placeholder=EXAMPLES["single"][0], lines=2)
+                    gr.Examples([[p] for p in EXAMPLES["single"]], inputs=[prompt], label="Example prompts")
                     with gr.Row():
                         identity_word = gr.Radio(["woman", "man", CUSTOM_WORD], value="woman", label="Who is in the photo")
                         custom_word = gr.Textbox(value="", label="Custom identity word", placeholder="e.g. girl")
                     hint = gr.Markdown()
                     expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
-                    controls = generation_controls(service.limits, "Square 1:1")
+                    controls = generation_controls(service, "Square 1:1")
                     with gr.Accordion("Identity strength", open=False):
                         identity_start = gr.Slider(
                             0.0, 0.9, value=0.0, step=0.05, label="Start the face after this share of the steps (0 = paper)"
@@ -147,7 +164,8 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                 with gr.Column():
                     face_b, preview_b, message_b, remembered_b = face_input("Person B (right)")
                 with gr.Column():
-                    pair_prompt = gr.Textbox(label="Scene prompt", value=PAIR_PROMPT, lines=2)
+                    pair_prompt = gr.Textbox(label="Scene prompt", value=EXAMPLES["pair"][0], lines=2)
+                    gr.Examples([[p] for p in EXAMPLES["pair"]], inputs=[pair_prompt], label="Example prompts")
                     with gr.Row():
                         word_a = gr.Radio(["man", "woman"], value="man", label="Person A is a")
                         expression_a = gr.Dropdown(expressions, value=NO_EXPRESSION, label="A's expression")
@@ -155,7 +173,7 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                         word_b = gr.Radio(["man", "woman"], value="woman", label="Person B is a")
                         expression_b = gr.Dropdown(expressions, value=NO_EXPRESSION, label="B's expression")
                     split = gr.Slider(0.2, 0.8, value=0.5, step=0.05, label="Where A ends and B begins")
-                    pair_controls = generation_controls(service.limits, "Landscape 4:3")
+                    pair_controls = generation_controls(service, "Landscape 4:3")
                     regions = gr.Image(label="Regions", interactive=False, height=180, format="png")
                     with gr.Row():
                         run_pair = gr.Button("Generate", variant="primary", elem_id="generate_pair")

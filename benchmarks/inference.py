@@ -38,6 +38,7 @@ from portrait.loading import BASE_MODEL_ID
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.runtime import pick_device
+from portrait.speed import SAMPLERS, make_scheduler
 
 OPTIONS = ("fp16", "bf16", "channels_last", "compile", "dpm", "offload", "vae_slicing", "vae_tiling")
 CUDA_ONLY = {"fp16", "offload"}
@@ -70,15 +71,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace, device: torch.device, dtype: str) -> tuple[PortraitBoothPipeline, str]:
     """The pipeline and which weights it has: without --tiny the real ones when they are here."""
-    source = ModelSource(base=TINY, device=str(device), dtype=dtype)
+    # The method against plain diffusers: no safety checker or watermark on either side (the app adds both).
+    bare = dict(device=str(device), dtype=dtype, safety_checker=False, watermark=False)
+    source = ModelSource(base=TINY, **bare)
     if not args.tiny:
         try:
-            pipe = load_pipeline(ModelSource(base=args.base, portrait_weights=args.portrait_weights, device=str(device), dtype=dtype))
+            pipe = load_pipeline(ModelSource(base=args.base, portrait_weights=args.portrait_weights, **bare))
             pipe.set_progress_bar_config(disable=True)
             return pipe, "real"
         except MissingWeightsError as error:
             print(f"real weights not found ({error}); timing the same architecture with random weights")
-            source = ModelSource(base="sd15", device=str(device), dtype=dtype)
+            source = ModelSource(base="sd15", **bare)
     pipe = load_pipeline(source)
     pipe.set_progress_bar_config(disable=True)
     return pipe, "random"
@@ -121,7 +124,9 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
     photo = example_face("astronaut")
     face = pipe.encode_faces(photo)
     people = [Person(face), Person(pipe.encode_faces(ImageOps.mirror(photo)))]  # mirrored: another identity vector
-    several = PortraitBoothPeoplePipeline.from_pipe(pipe)
+    several = pipe.with_modules(PortraitBoothPeoplePipeline)
+    lcm = SAMPLERS["lcm"]
+    fast = pipe.with_modules(scheduler=make_scheduler("lcm", pipe.scheduler.config))
 
     def generator() -> torch.Generator:
         return torch.Generator("cpu").manual_seed(settings.seed)
@@ -133,6 +138,8 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
         "plain": lambda: plain(PROMPT, generator=generator(), **common),
         "single": lambda: pipe(PROMPT, face=face, generator=generator(), **common),
         "pair": lambda: several(PAIR_PROMPT, people, generator=generator(), **common),
+        "fast": lambda: fast(PROMPT, face=face, generator=generator(), **{**common, "num_inference_steps": lcm.steps,
+                                                                             "guidance_scale": lcm.guidance}),  # fmt: skip
         "preprocess": lambda: pipe.encode_faces(photo),
     }
     times: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -151,6 +158,7 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
         **{key: round(value, 4) for key, value in median.items()},
         "single_over_plain": round(median["single_s"] / median["plain_s"], 3),
         "pair_over_single": round(median["pair_s"] / median["single_s"], 3),
+        "fast_speedup": round(median["single_s"] / median["fast_s"], 3),  # LCM at 6 steps, guidance 1.5
         "steps": settings.steps,
         "size": settings.size,
     }
@@ -175,7 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"{report['device']}, {model}, {settings.size}², {settings.steps} steps: plain {report['plain_s']:.3f} s, "
         f"single {report['single_s']:.3f} s ({report['single_over_plain']:.3f}×), pair {report['pair_s']:.3f} s "
-        f"({report['pair_over_single']:.3f}× single), face preprocessing {report['preprocess_s']:.3f} s"
+        f"({report['pair_over_single']:.3f}× single), fast (LCM, 6 steps) {report['fast_s']:.3f} s "
+        f"({report['fast_speedup']:.2f}× faster than single), face preprocessing {report['preprocess_s']:.3f} s"
     )
     chosen = OPTIONS if args.options == "all" else [name for name in args.options.split(",") if name]
     report["options"] = {}

@@ -1,4 +1,4 @@
-"""`python -m portrait generate`: portraits from a selfie and a prompt, written as PNG files."""
+"""`portrait` (`python -m portrait`): `generate` portraits from a selfie and a prompt as PNG files; `verify` their watermark."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from .commands import CommandParser
 from .commands import run as run_command
@@ -21,7 +20,10 @@ from .images import load_image
 from .multi import Person, PortraitBoothPeoplePipeline, describe_region
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
+from .provenance import has_watermark, png_info
 from .runtime import seeded_generators
+from .safety import FLAGGED_NOTE
+from .speed import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
 
 logger = logging.getLogger("portrait")
 
@@ -50,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--identity-occurrence", type=int, help="which occurrence of the identity word, 1 = first")
     gen.add_argument("--negative-prompt", default=None)
-    gen.add_argument("--steps", type=int, default=PAPER_STEPS)
-    gen.add_argument("--guidance", type=float, default=PAPER_GUIDANCE)
+    gen.add_argument("--scheduler", choices=list(SAMPLERS), default="euler", help="euler (the paper's), dpm++, or lcm (with an LCM-LoRA)")
+    gen.add_argument("--steps", type=int, help=f"default: the scheduler's ({PAPER_STEPS} for euler, 6 for lcm)")
+    gen.add_argument("--guidance", type=float, help=f"default: the scheduler's ({PAPER_GUIDANCE:g} for euler, 1.5 for lcm)")
+    gen.add_argument(
+        "--lora", action="append", type=parse_lora, default=[], metavar="PATH_OR_ID[:SCALE]",
+        help=f"a LoRA to apply, repeatable: {LCM_LORA_ID} for --scheduler lcm, or a style LoRA",
+    )  # fmt: skip
     gen.add_argument("--identity-start", type=float, default=0.0, help="fraction of steps before the face is used")
     gen.add_argument("--region", action="append", metavar="X0,Y0,X1,Y1", help="several people: where each goes (fractions)")
     gen.add_argument("--split", type=float, default=0.5, help="several people: left/right border, fraction of the width")
@@ -63,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
     add_model_arguments(gen)
+    verify = commands.add_parser("verify", help="say whether pictures carry PortraitBooth's invisible watermark")
+    verify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     return parser
 
 
@@ -78,7 +87,12 @@ def generate(args: argparse.Namespace) -> list[Path]:
     if args.identity_occurrence is not None and (args.identity_occurrence < 1 or people > 1):
         raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
     photos = [[read_face(source) for source in sources] for sources in args.face]
+    sampler = SAMPLERS[args.scheduler]
+    args.steps = sampler.steps if args.steps is None else args.steps
+    args.guidance = sampler.guidance if args.guidance is None else args.guidance
     pipe = load_engine(model_source(args))
+    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    load_loras(pipe, args.lora)
     faces = [pipe.encode_faces(person_photos) for person_photos in photos]
     for analysis in (analysis for face in faces for analysis in face.analyses):
         if analysis.notice:
@@ -108,7 +122,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         )
     else:
         people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
-        several = PortraitBoothPeoplePipeline.from_pipe(pipe)
+        several = pipe.with_modules(PortraitBoothPeoplePipeline)
         result = several(args.prompt, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common)
         for index, (sources, placed, mask) in enumerate(zip(args.face, result.prompts, result.regions), start=1):
             word = placed.text[slice(*placed.identity_span)]
@@ -116,18 +130,33 @@ def generate(args: argparse.Namespace) -> list[Path]:
     prompt = result.prompts[0]
     if prompt.notice:
         print(prompt.notice)
+    for image_seed, flagged in zip(seeds, result.nsfw_content_detected or []):
+        if flagged:
+            print(f"the picture of seed {image_seed} was {FLAGGED_NOTE}")
     metadata = {
         "prompt": prompt.text,
         "negative_prompt": args.negative_prompt or "",
+        "scheduler": args.scheduler,
         "steps": str(args.steps),
         "guidance": str(args.guidance),
         "identity_start": str(args.identity_start),
+        "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
     }
     return [
         save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed)})
         for image_seed, image in zip(seeds, result.images)
     ]
+
+
+def verify(paths: list[Path]) -> int:
+    """One line per picture; 0 when every one carries the watermark, 1 otherwise."""
+    found = []
+    for path in paths:
+        marked = has_watermark(load_image(path))
+        print(f"{path}: {'watermark found' if marked else 'no watermark'}")
+        found.append(marked)
+    return 0 if all(found) else 1
 
 
 def _per_person(args: argparse.Namespace, people: int) -> tuple[list, list, list]:
@@ -151,11 +180,10 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def save_png(image: Image.Image, folder: Path, stem: str, metadata: dict[str, str]) -> Path:
-    """Write `image` with text metadata under a name not yet taken; never leaves a partial file."""
+    """Write `image` with its settings and the marks of generated media under a name not yet taken;
+    never leaves a partial file."""
     folder.mkdir(parents=True, exist_ok=True)
-    info = PngInfo()
-    for key, value in metadata.items():
-        info.add_text(key, value)
+    info = png_info(metadata)
     path, counter = folder / f"{stem}.png", 1
     while path.exists():
         path, counter = folder / f"{stem}-{counter}.png", counter + 1
@@ -171,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "verify":
+        return verify(args.images)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("diffusers", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -22,6 +22,7 @@ from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from .pipeline import PortraitBoothPipeline
 from .presets import PRESETS
 from .runtime import DTYPES, pick_device, pick_dtype
+from .safety import load_safety_checker, tiny_safety_checker
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class ModelSource:
     identity_checkpoint: Path | None = None  # φ's third-party state dict (default: the weights folder's file)
     weights_dir: Path | None = None  # third-party weight files (default $PORTRAIT_WEIGHTS_DIR or ./weights)
     untrained_stea: bool = False  # a zero-residual STEA, whatever the weights hold: plain Stable Diffusion
+    safety_checker: bool = True  # SD 1.5's safety checker (portrait/safety.py); off for research use only
+    watermark: bool = True  # an invisible watermark in every picture (portrait/provenance.py); off for research only
     detector: str = "auto"  # face detector of `load_engine`: auto, retinaface or mtcnn
     seed: int = 0  # a preset's random weights
     device: str | None = None  # default: CUDA when present
@@ -74,6 +77,11 @@ def load_pipeline(source: ModelSource) -> PortraitBoothPipeline:
         pipe = pipe.with_untrained_stea(source.feature_layer)
     elif source.feature_layer is not None:
         raise ValueError("feature_layer chooses what a new, untrained STEA fuses; trained weights name their own")
+    if source.safety_checker:
+        pipe = pipe.with_modules(**(tiny_safety_checker(source.seed) if source.is_preset else load_safety_checker(source.base)))
+    else:
+        pipe = pipe.with_modules(safety_checker=None, feature_extractor=None)
+    pipe.watermark = source.watermark
     return pipe.to(device)
 
 
@@ -100,6 +108,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when present)")
     parser.add_argument("--dtype", choices=list(DTYPES), default=env("PORTRAIT_DTYPE"), help="default fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
+    parser.add_argument("--no-safety-checker", action="store_true", help="research use only: flagged pictures are shown")
+    parser.add_argument("--no-watermark", action="store_true", help="research use only: pictures carry no invisible watermark")
 
 
 def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
@@ -112,6 +122,8 @@ def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
         device=args.device,
         dtype=args.dtype,
         detector=args.detector,
+        safety_checker=not args.no_safety_checker,
+        watermark=not args.no_watermark,
     )
     return ModelSource(**{**values, **overrides})
 

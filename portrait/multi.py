@@ -109,8 +109,8 @@ def fuse_regions(predictions: torch.Tensor, weights: torch.Tensor) -> torch.Tens
 class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
     """Several people in one picture, with the single-person pipeline's call surface.
 
-    Build it over an existing pipeline's modules with `PortraitBoothPeoplePipeline.from_pipe(pipe)`
-    (no copy, as diffusers' panorama pipeline does). `callback_on_step_end` gets the standard
+    Build it over an existing pipeline's modules with `pipe.with_modules(PortraitBoothPeoplePipeline)`
+    (no copy; diffusers' `from_pipe` works too, as for its panorama pipeline). `callback_on_step_end` gets the standard
     arguments; its tensors are `latents` and `prompt_embeds` (every branch's condition, stacked as
     [unconditional (with guidance); scene; person 1; ...]), and it may replace them.
     """
@@ -190,14 +190,17 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
                     if "prompt_embeds" in replaced:
                         with_faces = text_only = replaced["prompt_embeds"]
                 progress.update()
+        flagged = None
         if output_type == "latent":
             images = latents
         else:
             decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
-            images = self.image_processor.postprocess(decoded, output_type=output_type)
+            decoded, flagged = self.run_safety_checker(decoded, device, with_faces.dtype)
+            denormalize = None if flagged is None else [not flag for flag in flagged]
+            images = self.marked(self.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=denormalize), output_type)
         self.maybe_free_model_hooks()
         faces = [analysis for person in people for analysis in person.face.analyses]
-        output = PortraitBoothPipelineOutput(images, None, prompts, faces, masks)
+        output = PortraitBoothPipelineOutput(images, flagged, prompts, faces, masks)
         return output if return_dict else (output.images, output.nsfw_content_detected)
 
     def _branch_conditions(

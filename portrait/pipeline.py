@@ -32,6 +32,7 @@ from .identity.encoder import DEFAULT_IDENTITY_ENCODER, IdentityEncoder
 from .images import ImageInput
 from .loading import BASE_MODEL_ID, resolve_pretrained
 from .prompts import IdentityPrompt, build_identity_prompt, token_index
+from .provenance import watermark_images
 from .stea import STEA
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         self.register_modules(stea=stea, identity_encoder=identity_encoder)
         _check_dimensions(text_encoder, stea, identity_encoder)
         self.face_analyzer: FaceAnalyzer | None = None  # built on first use unless set
+        self.watermark = False  # mark every picture as generated (portrait/provenance.py); the loader turns it on
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -148,10 +150,11 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         plain.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return plain
 
-    def with_modules(self, **modules) -> "PortraitBoothPipeline":
-        """A pipeline sharing this one's modules but for `modules` (a scheduler of its own, other weights)."""
-        pipe = self.__class__(**{**self.components, **modules})
-        pipe.face_analyzer = self.face_analyzer
+    def with_modules(self, kind: type["PortraitBoothPipeline"] | None = None, **modules) -> "PortraitBoothPipeline":
+        """A pipeline of this class (or `kind`, e.g. the several-people one) sharing this one's modules but
+        for `modules` (a scheduler of its own, other weights), with its face analyser and watermarking."""
+        pipe = (kind or self.__class__)(**{**self.components, **modules})
+        pipe.face_analyzer, pipe.watermark = self.face_analyzer, self.watermark
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return pipe
 
@@ -323,8 +326,13 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
             callback_on_step_end_tensor_inputs=tensor_inputs,
             **kwargs,
         )
-        output = PortraitBoothPipelineOutput(result.images, result.nsfw_content_detected, prompts, face.analyses)
+        images = self.marked(result.images, output_type)
+        output = PortraitBoothPipelineOutput(images, result.nsfw_content_detected, prompts, face.analyses)
         return output if return_dict else (output.images, output.nsfw_content_detected)
+
+    def marked(self, images, output_type: str):
+        """The watermark in every picture, when this pipeline marks them (pictures only, not latents)."""
+        return watermark_images(images) if self.watermark and output_type in ("pil", "np") else images
 
 
 def check_sampling(

@@ -105,10 +105,14 @@ class Captioner(Protocol):
 
 
 def load_captioner(spec: str = "annotation") -> Captioner:
-    """`annotation`, or `package.module:ClassName` of any class with the `Captioner` interface
-    (built with no arguments), e.g. one wrapping a captioning model from transformers."""
+    """`annotation`, `blip` (BLIP through transformers, train/blip_captioner.py), or
+    `package.module:ClassName` of any class with the `Captioner` interface (built with no arguments)."""
     if spec == "annotation":
         return AnnotationCaptioner()
+    if spec == "blip":
+        from .blip_captioner import BlipCaptioner
+
+        return BlipCaptioner()
     module_name, _, class_name = spec.partition(":")
     if not class_name:
         raise OptionError(f"--captioner takes 'annotation' or 'module:Class', got {spec!r}")

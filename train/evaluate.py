@@ -105,6 +105,8 @@ def build_pipeline(args: argparse.Namespace) -> PortraitBoothPipeline:
         portrait_weights=args.checkpoint,
         untrained_stea=args.baseline == "untrained",
         weights_dir=args.weights_dir,
+        safety_checker=False,  # research use: the metrics score every picture as it was made
+        watermark=False,
     )
     pipe = load_pipeline(source)
     pipe.set_progress_bar_config(disable=True)
@@ -127,6 +129,8 @@ def generate(args: argparse.Namespace) -> Path:
         "images_per_prompt": args.images_per_prompt,
         "steps": args.steps,
         "guidance": args.guidance,
+        "safety_checker": "off (research use: every picture is scored as made)",
+        "watermark": "off",
         "seed": args.seed,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +145,7 @@ def generate(args: argparse.Namespace) -> Path:
     pipe = build_pipeline(args)
     faces = {name: pipe.encode_faces(load_image(args.subjects / name)) for name in words}
     plain = pipe.as_plain_pipeline() if args.baseline == "sd" else None
-    several = PortraitBoothPeoplePipeline.from_pipe(pipe)
+    several = pipe.with_modules(PortraitBoothPeoplePipeline)
     for job in tqdm(todo, desc="generating", unit="image"):
         text, placed = prompt_text(job, words)
         generator = torch.Generator("cpu").manual_seed(args.seed + job.image_index)

@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min-face", type=positive_int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-dir")
-    parser.add_argument("--captioner", default="annotation", help="'annotation' or module:Class of a Captioner")
+    parser.add_argument("--captioner", default="annotation", help="'annotation' (the dataset's texts), 'blip', or module:Class of a Captioner")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     options = PrepareOptions(

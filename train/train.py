@@ -82,6 +82,8 @@ def build_models(config: TrainConfig) -> Models:
         feature_layer=config.feature_layer,
         identity_checkpoint=Path(config.identity_checkpoint) if config.identity_checkpoint else None,
         untrained_stea=True,
+        safety_checker=False,  # research use: validation pictures are for the trainer
+        watermark=False,
         seed=config.seed,
         device="cpu",
         dtype="fp32",

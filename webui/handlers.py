@@ -18,8 +18,11 @@ from portrait.errors import NoFaceError, PortraitError
 from portrait.multi import Person, PortraitBoothPeoplePipeline, describe_region
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.prompts import build_identity_prompt
+from portrait.provenance import provenance_text
 from portrait.runtime import seeded_generators
+from portrait.safety import FLAGGED_NOTE
 
+from .adapters import NO_STYLE, Adapters
 from .errors import user_errors
 from .previews import face_preview, regions_preview
 from .uploads import UploadReader
@@ -38,6 +41,11 @@ class Run:
     settings: str
     size: tuple[int, int]  # width, height
     started: float = field(default_factory=time.perf_counter)
+
+    def fixed(self, sampling: dict) -> None:
+        """Fast mode sets its own steps and guidance: the captions say so."""
+        if sampling:
+            self.settings = f"{sampling['num_inference_steps']} LCM steps · guidance {sampling['guidance_scale']:g}"
 
 
 @dataclass(frozen=True)
@@ -95,13 +103,22 @@ def chosen_expression(expression: str | None) -> str | None:
     return None if expression in (None, "", NO_EXPRESSION) else expression
 
 
+
+
 class PortraitService:
     """The app's request handlers around one shared pipeline."""
 
-    def __init__(self, pipe: PortraitBoothPipeline, limits: Limits = Limits(), example: Image.Image | None = None):
+    def __init__(
+        self,
+        pipe: PortraitBoothPipeline,
+        limits: Limits = Limits(),
+        example: Image.Image | None = None,
+        adapters: Adapters | None = None,
+    ):
         self.pipe = pipe
         self.limits = limits
         self.example = example
+        self.adapters = adapters or Adapters()
         self.uploads = UploadReader()
         self.native_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.stopping: set[str] = set()
@@ -137,8 +154,7 @@ class PortraitService:
     def _request_pipeline(self, kind: type[PortraitBoothPipeline] = PortraitBoothPipeline) -> PortraitBoothPipeline:
         """The shared models with this request's own scheduler and stop flag, so that several
         generations may run at once (--concurrency) without stepping on each other's state."""
-        pipe = kind.from_pipe(self.pipe, scheduler=self.pipe.scheduler.from_config(self.pipe.scheduler.config))
-        pipe.face_analyzer = self.pipe.face_analyzer
+        pipe = self.pipe.with_modules(kind, scheduler=self.pipe.scheduler.from_config(self.pipe.scheduler.config))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -155,7 +171,7 @@ class PortraitService:
         self.stopping.discard(run.session)
 
         def on_step(pipe, step, timestep, tensors):
-            progress((step + 1, int(settings.steps)), desc="Generating", unit="steps")
+            progress((step + 1, pipe.num_timesteps), desc="Generating", unit="steps")
             if run.session in self.stopping:
                 pipe._interrupt = True
             return {}
@@ -172,16 +188,29 @@ class PortraitService:
         )
         return run, sampling
 
-    def _finish(self, run: Run, images: list, prompt: str, notes: list[str]) -> tuple[list, str]:
-        """Gallery items captioned with their own seeds, and the note; nothing if the user stopped."""
+    def _finish(self, run: Run, result, notes: list[str]) -> tuple[list, str]:
+        """Gallery items captioned with their own seeds and carrying their provenance, and the note;
+        nothing if the user stopped."""
         if run.session in self.stopping:
             self.stopping.discard(run.session)
             return [], "Stopped."
         width, height = run.size
+        prompt = result.prompts[0].text
         captions = [f"seed {seed} · {run.settings} · {width}×{height} · {prompt}" for seed in run.seeds]
+        for image, seed in zip(result.images, run.seeds):
+            image.info.update(provenance_text({"prompt": prompt, "seed": str(seed), "settings": run.settings}))  # PNG text
+        flagged = [seed for seed, flag in zip(run.seeds, result.nsfw_content_detected or []) if flag]
+        if flagged:
+            notes.append(f"{len(flagged)} of {len(run.seeds)} pictures were {FLAGGED_NOTE} (seed {', '.join(map(str, flagged))}).")
         elapsed = time.perf_counter() - run.started
-        notes.append(f"{len(images)} image{'s' if len(images) > 1 else ''} in {elapsed:.1f} s.")
-        return list(zip(images, captions)), " ".join(notes)
+        notes.append(f"{len(result.images)} image{'s' if len(result.images) > 1 else ''} in {elapsed:.1f} s.")
+        return list(zip(result.images, captions)), " ".join(notes)
+
+    def _checked_speed(self, fast: bool, style: str) -> None:
+        if fast and not self.adapters.lcm:
+            raise gr.Error("Fast mode needs the LCM-LoRA, which this server has not loaded.")
+        if style != NO_STYLE and style not in self.adapters.styles:
+            raise gr.Error(f"Unknown style {style!r}; this server offers: {', '.join([NO_STYLE, *self.adapters.styles])}.")
 
     @user_errors
     def generate(
@@ -199,27 +228,31 @@ class PortraitService:
         guidance: float = 5.0,
         aspect: str = "Square 1:1",
         identity_start: float = 0.0,
+        fast: bool = False,
+        style: str = NO_STYLE,
         remembered_face: Image.Image | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """One person: a gallery of (image, caption) and a note on what happened."""
         settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        self._checked_speed(fast, style)
         run, sampling = self._start(request, progress, settings)
         (photo,) = self._faces([face], [remembered_face], ["your"])
         pipe = self._request_pipeline()
         encoding = pipe.encode_faces(photo)
-        result = pipe(
-            prompt,
-            face=encoding,
-            identity_word=chosen_word(identity_word, custom_word),
-            expression=chosen_expression(expression),
-            identity_start=identity_start,
-            **sampling,
-        )
-        placed = result.prompts[0]
-        notes = [note for note in (encoding.analyses[0].notice, placed.notice) if note]
-        return self._finish(run, result.images, placed.text, notes)
+        with self.adapters.used_by(pipe, fast, style) as fixed:
+            run.fixed(fixed)
+            result = pipe(
+                prompt,
+                face=encoding,
+                identity_word=chosen_word(identity_word, custom_word),
+                expression=chosen_expression(expression),
+                identity_start=identity_start,
+                **{**sampling, **fixed},
+            )
+        notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note]
+        return self._finish(run, result, notes)
 
     @user_errors
     def generate_pair(
@@ -239,6 +272,8 @@ class PortraitService:
         steps: int = 50,
         guidance: float = 5.0,
         aspect: str = "Landscape 4:3",
+        fast: bool = False,
+        style: str = NO_STYLE,
         remembered_face_a: Image.Image | None = None,
         remembered_face_b: Image.Image | None = None,
         request: gr.Request | None = None,
@@ -246,6 +281,7 @@ class PortraitService:
     ) -> tuple[list, str]:
         """Two people, person A on the left of `split`, person B on the right."""
         settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        self._checked_speed(fast, style)
         run, sampling = self._start(request, progress, settings)
         photos = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
         pipe = self._request_pipeline(PortraitBoothPeoplePipeline)
@@ -254,13 +290,15 @@ class PortraitService:
             Person(faces[0], identity_word_a or None, chosen_expression(expression_a)),
             Person(faces[1], identity_word_b or None, chosen_expression(expression_b)),
         ]
-        result = pipe(prompt, people, split=split, **sampling)
+        with self.adapters.used_by(pipe, fast, style) as fixed:
+            run.fixed(fixed)
+            result = pipe(prompt, people, split=split, **{**sampling, **fixed})
         order = sorted(p.identity_span for p in result.prompts)
         notes = [
             f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {describe_region(mask)}."
             for name, p, mask in zip("AB", result.prompts, result.regions)
         ]
-        return self._finish(run, result.images, result.prompts[0].text, notes)
+        return self._finish(run, result, notes)
 
     def stop(self, request: gr.Request) -> None:
         self.stopping.add(request.session_hash)

@@ -1,0 +1,52 @@
+"""A captioning model for data preparation: BLIP through transformers (no remote code), `--captioner blip`.
+
+The paper tags frames with Recognize Anything, which no longer imports under current transformers;
+BLIP loads natively. Its caption describes the frame ("a photo of a man with a beard in a kitchen");
+whatever it calls the subject (woman, person, guy, ...) becomes the clip's own subject word, and a
+caption that names nobody gets "a photo of a <word>, " in front: every caption holds the word that
+STEA gives the face to.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from portrait.loading import resolve_pretrained
+
+BLIP_ID = "Salesforce/blip-image-captioning-base"
+BLIP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json")
+PROMPT = "a photo of"
+PERSON = re.compile(r"\b(man|woman|person|boy|girl|guy|lady|gentleman|male|female|child|kid)\b", flags=re.IGNORECASE)
+
+
+def with_subject(caption: str, word: str) -> str:
+    """`caption` whose first person noun is `word`; prefixed with it when it names nobody."""
+    caption = " ".join(caption.split())
+    if PERSON.search(caption):
+        return PERSON.sub(word, caption, count=1)
+    return f"a photo of a {word}, {caption}" if caption else f"a photo of a {word}"
+
+
+class BlipCaptioner:
+    name = "blip"
+
+    def __init__(self, model=None, processor=None, source: str | Path = BLIP_ID, max_new_tokens: int = 30):
+        """`model` and `processor` when built already (tests); else loaded from `source` (hub id or folder)."""
+        if model is None or processor is None:
+            from transformers import BlipForConditionalGeneration, BlipProcessor
+
+            folder = resolve_pretrained(source, "BLIP captioner", BLIP_FILES, extra_patterns=("*.json", "*.txt"))
+            model, processor = BlipForConditionalGeneration.from_pretrained(folder), BlipProcessor.from_pretrained(folder)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.processor = model.to(self.device).eval(), processor
+        self.max_new_tokens = max_new_tokens
+
+    @torch.no_grad()
+    def caption(self, image: Image.Image, texts: dict[str, str], word: str) -> str:
+        inputs = self.processor(images=image.convert("RGB"), text=PROMPT, return_tensors="pt").to(self.device)
+        tokens = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+        return with_subject(self.processor.decode(tokens[0], skip_special_tokens=True), word)
