@@ -96,34 +96,29 @@ class RandomPreset:
     word_scale: float = 1.0  # word embeddings × this at initialisation (see the `drawn` preset)
 
 
+# The toy text encoder and UNet that the `tiny` and `drawn` presets share (they differ in VAE and φ).
+TINY_TEXT_ENCODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+TINY_UNET = dict(
+    sample_size=8,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=16,
+)
+
 PRESETS = {
     "tiny": RandomPreset(
-        text_encoder=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
-        unet=dict(
-            sample_size=8,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=16,
-        ),
+        text_encoder=TINY_TEXT_ENCODER,
+        unet=TINY_UNET,
         vae=dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=64),
         identity_encoder="tiny",
     ),
     "drawn": RandomPreset(
-        text_encoder=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
-        unet=dict(
-            sample_size=8,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=16,
-        ),
+        text_encoder=TINY_TEXT_ENCODER,
+        unet=TINY_UNET,
         vae=dict(block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=32),
         identity_encoder="drawn",
         # A pretrained CLIP tells words apart; a random one barely does (its outputs are dominated by

@@ -9,6 +9,7 @@ a held-out person.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,17 +30,27 @@ class Schedule:
     seed: int = 0
 
 
-def one_cycle(parameters, schedule: Schedule) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate)
-    lr_schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, schedule.learning_rate, total_steps=schedule.steps, pct_start=0.1)
-    return optimizer, lr_schedule
+class OneCycle:
+    """The loop every stand-in shares: random index batches, one per step, with a progress bar, and
+    AdamW under a one-cycle learning rate (warm up, then anneal), which converges in few steps."""
 
+    def __init__(self, parameters, count: int, schedule: Schedule, what: str):
+        self.count, self.schedule, self.what = count, schedule, what
+        self.optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate)
+        self.lr_schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, schedule.learning_rate, total_steps=schedule.steps, pct_start=0.1
+        )
 
-def batches(count: int, schedule: Schedule, what: str):
-    """Random index batches, one per step, with a progress bar."""
-    generator = torch.Generator().manual_seed(schedule.seed)
-    for _ in tqdm(range(schedule.steps), desc=what, unit="step", leave=False):
-        yield torch.randint(0, count, (schedule.batch_size,), generator=generator)
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.schedule.seed)
+        for _ in tqdm(range(self.schedule.steps), desc=self.what, unit="step", leave=False):
+            yield torch.randint(0, self.count, (self.schedule.batch_size,), generator=generator)
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.lr_schedule.step()
 
 
 def train_autoencoder(vae, images: torch.Tensor, masks: torch.Tensor, schedule: Schedule, face_weight: float = 9.0) -> float:
@@ -55,16 +66,13 @@ def train_autoencoder(vae, images: torch.Tensor, masks: torch.Tensor, schedule: 
     channels = vae.config.latent_channels
     with torch.no_grad():
         vae.quant_conv.bias[channels:].fill_(-8.0)
-    optimizer, lr_schedule = one_cycle(vae.parameters(), schedule)
-    for index in batches(len(images), schedule, "autoencoder"):
+    training = OneCycle(vae.parameters(), len(images), schedule, "autoencoder")
+    for index in training:
         x, weight = images[index], 1 + face_weight * masks[index]
         posterior = vae.encode(x).latent_dist
         error = vae.decode(posterior.sample()).sample - x
         loss = (weight * (error.abs() + error.pow(2))).mean() + 1e-6 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        lr_schedule.step()
+        training.step(loss)
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(256)])
@@ -93,13 +101,10 @@ def train_recognizer(encoder: IdentityEncoder, crops: torch.Tensor, labels: torc
     """
     head = CosineClassifier(encoder.config.embedding_dim, int(labels.max()) + 1)
     encoder.train().requires_grad_(True)
-    optimizer, lr_schedule = one_cycle([*encoder.parameters(), *head.parameters()], schedule)
-    for index in batches(len(crops), schedule, "identity encoder"):
+    training = OneCycle([*encoder.parameters(), *head.parameters()], len(crops), schedule, "identity encoder")
+    for index in training:
         loss = F.cross_entropy(head(encoder(crops[index]).embedding), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        lr_schedule.step()
+        training.step(loss)
     encoder.eval().requires_grad_(False)
     with torch.no_grad():
         predicted = torch.cat([head(encoder(chunk).embedding).argmax(-1) for chunk in crops.split(256)])

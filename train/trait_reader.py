@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .standins import Schedule, batches, one_cycle
+from .standins import OneCycle, Schedule
 
 
 class TraitReader(nn.Module):
@@ -79,9 +79,8 @@ def train_trait_reader(
     """
     generator = torch.Generator().manual_seed(schedule.seed + 1)
     reader.train()
-    optimizer, lr_schedule = one_cycle(reader.parameters(), schedule)
-    count = len(traits)
-    for index in batches(count, schedule, "measurer"):
+    training = OneCycle(reader.parameters(), len(traits), schedule, "measurer")
+    for index in training:
         view = torch.randint(0, len(views), (len(index),), generator=generator)
         images = torch.stack([views[v][i] for v, i in zip(view.tolist(), index.tolist())])
         degraded = torch.rand(len(index), generator=generator) < 0.5
@@ -89,10 +88,7 @@ def train_trait_reader(
         trait_logits, expression_logits = reader(images)
         loss = F.cross_entropy(expression_logits, expressions[index])
         loss = loss + sum(F.cross_entropy(logits, traits[index, k]) for k, logits in enumerate(trait_logits.values()))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        lr_schedule.step()
+        training.step(loss)
     reader.eval()
     return reading_accuracy(reader, views[0], traits, expressions)
 
