@@ -90,9 +90,8 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
     lcm = args.lcm_lora if args.lcm_lora is not None else (None if source.base == TINY else LCM_LORA_ID)
     if banner is None and not pipe.stea.is_trained:
         banner = UNTRAINED_BANNER
-    pipe.set_progress_bar_config(disable=True)
     adapters = Adapters.load(pipe, lcm or None, args.lora)
-    example = load_image(ASSETS / "faces" / "astronaut.png")
+    example = load_image(ASSETS / "faces" / "astronaut.png")  # assets/ holds the app's examples (assets/README.md)
     return PortraitService(pipe, Limits(max_images=args.max_images), example, adapters), banner
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from diffusers import DPMSolverMultistepScheduler
 from diffusers.utils import logging as diffusers_logging
 from PIL import ImageOps
 
@@ -98,7 +97,7 @@ def apply_option(
     elif option == "compile":
         pipe.unet.compile()
     elif option == "dpm":
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+        pipe.scheduler = make_scheduler("dpm++", pipe.scheduler.config)
         return Settings(fast_steps, settings.size, settings.guidance, settings.seed)
     elif option == "offload":
         pipe.enable_model_cpu_offload(device=device)
@@ -125,7 +124,6 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
     face = pipe.encode_faces(photo)
     people = [Person(face), Person(pipe.encode_faces(ImageOps.mirror(photo)))]  # mirrored: another identity vector
     several = pipe.with_modules(PortraitBoothPeoplePipeline)
-    lcm = SAMPLERS["lcm"]
     fast = pipe.with_modules(scheduler=make_scheduler("lcm", pipe.scheduler.config))
 
     def generator() -> torch.Generator:
@@ -138,8 +136,7 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
         "plain": lambda: plain(PROMPT, generator=generator(), **common),
         "single": lambda: pipe(PROMPT, face=face, generator=generator(), **common),
         "pair": lambda: several(PAIR_PROMPT, people, generator=generator(), **common),
-        "fast": lambda: fast(PROMPT, face=face, generator=generator(), **{**common, "num_inference_steps": lcm.steps,
-                                                                             "guidance_scale": lcm.guidance}),  # fmt: skip
+        "fast": lambda: fast(PROMPT, face=face, generator=generator(), **{**common, **SAMPLERS["lcm"].arguments}),
         "preprocess": lambda: pipe.encode_faces(photo),
     }
     times: dict[str, list[float]] = {mode: [] for mode in modes}

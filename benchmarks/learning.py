@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from portrait.commands import CommandParser, positive_int
 from portrait.commands import run as run_command
+from portrait.engine import ModelSource, load_pipeline
 from portrait.face.alignment import align_faces
 from portrait.face.analyzer import image_to_tensor
 from portrait.files import atomic_path, write_text
@@ -211,7 +212,8 @@ class Experiment:
         measures, pictures = self.out / "eval" / f"{name}.json", self.out / "eval" / f"{name}.npz"
         if not (measures.is_file() and pictures.is_file()):
             weights = None if name == "untrained" else self.out / "runs" / name / "final"
-            pipe = PortraitBoothPipeline.from_pretrained(self.base, portrait_weights=weights)
+            bare = dict(safety_checker=False, watermark=False, device="cpu", dtype="fp32")  # what training's validation sees
+            pipe = load_pipeline(ModelSource(base=str(self.base), portrait_weights=weights, **bare))
             pipe.set_progress_bar_config(disable=True)
             settings = self.scale.evaluation
             judgement = generate_and_judge(pipe, people, reader, EXPRESSIONS, settings)

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--identity-occurrence", type=int, help="which occurrence of the identity word, 1 = first")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--scheduler", choices=list(SAMPLERS), default="euler", help="euler (the paper's), dpm++, or lcm (with an LCM-LoRA)")
-    gen.add_argument("--steps", type=int, help=f"default: the scheduler's ({PAPER_STEPS} for euler, 6 for lcm)")
-    gen.add_argument("--guidance", type=float, help=f"default: the scheduler's ({PAPER_GUIDANCE:g} for euler, 1.5 for lcm)")
+    gen.add_argument("--steps", type=int, help=f"default: the scheduler's ({PAPER_STEPS} for euler, {SAMPLERS['lcm'].steps} for lcm)")
+    gen.add_argument("--guidance", type=float, help=f"default: the scheduler's ({PAPER_GUIDANCE:g} for euler, {SAMPLERS['lcm'].guidance:g} for lcm)")
     gen.add_argument(
         "--lora", action="append", type=parse_lora, default=[], metavar="PATH_OR_ID[:SCALE]",
         help=f"a LoRA to apply, repeatable: {LCM_LORA_ID} for --scheduler lcm, or a style LoRA",
@@ -86,6 +86,8 @@ def generate(args: argparse.Namespace) -> list[Path]:
     words, expressions, regions = _per_person(args, people)
     if args.identity_occurrence is not None and (args.identity_occurrence < 1 or people > 1):
         raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
+    if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_images:
+        raise OptionError(f"--seed takes a whole number from 0 to 2^63, got {args.seed}")
     photos = [[read_face(source) for source in sources] for sources in args.face]
     sampler = SAMPLERS[args.scheduler]
     args.steps = sampler.steps if args.steps is None else args.steps
@@ -97,8 +99,6 @@ def generate(args: argparse.Namespace) -> list[Path]:
     for analysis in (analysis for face in faces for analysis in face.analyses):
         if analysis.notice:
             print(analysis.notice)
-    if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_images:
-        raise OptionError(f"--seed takes a whole number from 0 to 2^63, got {args.seed}")
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     seeds = [seed + index for index in range(args.num_images)]  # image i is reproducible alone from seeds[i]
     common = dict(

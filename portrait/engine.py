@@ -15,8 +15,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .face.analyzer import FaceAnalyzer
 from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from .pipeline import PortraitBoothPipeline
@@ -55,15 +53,15 @@ class ModelSource:
 
 
 def load_pipeline(source: ModelSource) -> PortraitBoothPipeline:
-    """The pipeline `source` describes, on its device and in its precision."""
+    """The pipeline `source` describes, on its device and in its precision (the safety checker's included)."""
+    if source.feature_layer is not None and not source.untrained_stea:
+        raise ValueError("feature_layer chooses what a new, untrained STEA fuses; trained weights name their own")
     device = pick_device(source.device)
     dtype = pick_dtype(device, source.dtype)
     if source.is_preset:
         pipe = PortraitBoothPipeline.from_random_preset(source.base, seed=source.seed)
         if source.portrait_weights is not None:
             pipe = pipe.with_portrait_weights(source.portrait_weights)
-        if dtype != torch.float32:  # the presets are built in fp32
-            pipe.to(dtype=dtype)
     else:
         pipe = PortraitBoothPipeline.from_pretrained(
             source.base,
@@ -75,14 +73,16 @@ def load_pipeline(source: ModelSource) -> PortraitBoothPipeline:
         )
     if source.untrained_stea:
         pipe = pipe.with_untrained_stea(source.feature_layer)
-    elif source.feature_layer is not None:
-        raise ValueError("feature_layer chooses what a new, untrained STEA fuses; trained weights name their own")
-    if source.safety_checker:
-        pipe = pipe.with_modules(**(tiny_safety_checker(source.seed) if source.is_preset else load_safety_checker(source.base)))
-    else:
-        pipe = pipe.with_modules(safety_checker=None, feature_extractor=None)
+    pipe = pipe.with_modules(**safety_modules(source))  # after the base, so that a missing base is said first
     pipe.watermark = source.watermark
-    return pipe.to(device)
+    return pipe.to(device=device, dtype=dtype)  # the checker too: diffusers feeds it pixels in the pipeline's dtype
+
+
+def safety_modules(source: ModelSource) -> dict:
+    """The safety checker's two modules for `source`: SD 1.5's, a tiny random one for presets, or none."""
+    if not source.safety_checker:
+        return {"safety_checker": None, "feature_extractor": None}
+    return tiny_safety_checker(source.seed) if source.is_preset else load_safety_checker(source.base)
 
 
 def load_engine(source: ModelSource) -> PortraitBoothPipeline:
@@ -90,8 +90,7 @@ def load_engine(source: ModelSource) -> PortraitBoothPipeline:
     pipe = load_pipeline(source)
     if source.base == TINY:
         logger.warning(TINY_NOTICE)
-    device = "cuda" if pipe.device.type == "cuda" else "cpu"
-    pipe.face_analyzer = FaceAnalyzer.load(source.detector, weights_dir=source.weights_dir, device=device)
+    pipe.face_analyzer = FaceAnalyzer.load(source.detector, weights_dir=source.weights_dir, device=pipe.device)
     return pipe
 
 

@@ -2,8 +2,8 @@
 
 A file that is here is used. A hub model missing from the Hugging Face cache is fetched by
 huggingface_hub, whose own offline mode and cache fall-back decide (HF_HUB_OFFLINE, a failed
-connection); a third-party file (GitHub releases) is fetched only when its host answers within
-seconds, asked anew each time. Whatever cannot be had becomes a `MissingWeightsError` naming the
+connection); a third-party file (GitHub releases) is fetched only when that same offline mode is
+off and its host answers within seconds, asked anew each time. Whatever cannot be had becomes a `MissingWeightsError` naming the
 file and the folder to put it in.
 """
 
@@ -15,6 +15,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+import huggingface_hub.constants
 
 from .errors import MissingWeightsError
 
@@ -85,7 +87,7 @@ def resolve_weight_file(weight: WeightFile, weights_dir: str | os.PathLike | Non
     path = folder / weight.filename
     if path.is_file():
         return path
-    if weight.url and host_reachable(weight.url):
+    if weight.url and not huggingface_hub.constants.HF_HUB_OFFLINE and host_reachable(weight.url):
         from facexlib.utils import load_file_from_url
 
         folder.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,8 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         if portrait_weights is not None:
             kwargs = {**portrait_modules(Path(portrait_weights), dtype), **kwargs}
         if not is_portrait_folder:
-            kwargs.setdefault("stea", _untrained_stea(base, identity_encoder_name or DEFAULT_IDENTITY_ENCODER))
+            if "stea" not in kwargs:  # built only when no trained one came
+                kwargs["stea"] = _untrained_stea(base, identity_encoder_name or DEFAULT_IDENTITY_ENCODER)
             kwargs.setdefault("safety_checker", None)  # not part of the paper's recipe; not downloaded
             kwargs.setdefault("feature_extractor", None)
             kwargs.setdefault("requires_safety_checker", False)
@@ -393,10 +394,15 @@ def portrait_modules(folder: Path, dtype: torch.dtype | None = None) -> dict:
     if (folder / UNET_FOLDER).is_dir():
         modules["unet"] = UNet2DConditionModel.from_pretrained(folder / UNET_FOLDER, dtype=dtype)
     if (folder / ENCODER_FOLDER).is_dir():
-        kind = json.loads((folder / ENCODER_FOLDER / "config.json").read_text())["_class_name"]
-        encoder_class = {"IdentityEncoder": IdentityEncoder, "ClipImageEncoder": ClipImageEncoder}[kind]
-        modules["identity_encoder"] = encoder_class.from_pretrained(folder / ENCODER_FOLDER, dtype=dtype).eval()
+        modules["identity_encoder"] = _saved_encoder(folder / ENCODER_FOLDER, dtype)
     return modules
+
+
+def _saved_encoder(folder: Path, dtype: torch.dtype | None) -> IdentityEncoder | ClipImageEncoder:
+    """A saved encoder folder, loaded as the class it was saved from (φ or the trained CLIP)."""
+    kind = json.loads((folder / "config.json").read_text())["_class_name"]
+    encoder_class = {"IdentityEncoder": IdentityEncoder, "ClipImageEncoder": ClipImageEncoder}[kind]
+    return encoder_class.from_pretrained(folder, dtype=dtype).eval()
 
 
 def _identity_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype) -> IdentityEncoder | ClipImageEncoder:
@@ -404,7 +410,7 @@ def _identity_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_d
     architecture, else loaded by its name (third-party checkpoint, or CLIP); set to the feature STEA fuses."""
     config = stea.config
     if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.identity_encoder:
-        return _matching(IdentityEncoder.from_pretrained(folder, dtype=dtype), stea)
+        return _matching(_saved_encoder(folder, dtype), stea)
     encoder = load_identity_encoder(config.identity_encoder, config.feature_layer, checkpoint, weights_dir)
     return encoder.to(dtype) if dtype else encoder
 

@@ -11,7 +11,7 @@ as an XMP packet (Iptc4xmpExt:DigitalSourceType) that image tools read, beside t
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -55,21 +55,24 @@ def watermark_images(images):
 
 def matching_bits(image: Image.Image) -> int:
     """How many payload bits the picture carries at its best, as it is or scaled back to a generation size."""
+    return max(_candidate_bits(image), default=0)
+
+
+def has_watermark(image: Image.Image) -> bool:
+    """Whether some candidate size carries the payload (stops at the first that does)."""
+    return any(bits >= MATCHING_BITS for bits in _candidate_bits(image))
+
+
+def _candidate_bits(image: Image.Image) -> Iterator[int]:
+    """Matching payload bits of the picture as it is, then of each rescaled candidate large enough to read."""
     import cv2
     from imwatermark import WatermarkDecoder
 
     decoder = WatermarkDecoder("bits", len(BITS))
-    best = 0
     for candidate in _rescaled(image.convert("RGB")):
-        if min(candidate.size) < MIN_SIDE:
-            continue
-        decoded = decoder.decode(cv2.cvtColor(np.asarray(candidate), cv2.COLOR_RGB2BGR), METHOD)
-        best = max(best, int(np.sum(np.asarray(decoded) == np.asarray(BITS))))
-    return best
-
-
-def has_watermark(image: Image.Image) -> bool:
-    return matching_bits(image) >= MATCHING_BITS
+        if min(candidate.size) >= MIN_SIDE:
+            decoded = decoder.decode(cv2.cvtColor(np.asarray(candidate), cv2.COLOR_RGB2BGR), METHOD)
+            yield int(np.sum(np.asarray(decoded) == np.asarray(BITS)))
 
 
 def _rescaled(image: Image.Image) -> Iterable[Image.Image]:

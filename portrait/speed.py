@@ -16,9 +16,9 @@ from pathlib import Path
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 
 from .errors import MissingWeightsError, OptionError
+from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 
 LCM_LORA_ID = "latent-consistency/lcm-lora-sdv1-5"
-LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,14 @@ class Sampler:
     guidance: float
     options: tuple[tuple[str, object], ...] = ()
 
+    @property
+    def arguments(self) -> dict:
+        """Its default steps and guidance, as the pipelines' call takes them."""
+        return {"num_inference_steps": self.steps, "guidance_scale": self.guidance}
+
 
 SAMPLERS = {
-    "euler": Sampler(EulerDiscreteScheduler, 50, 5.0),
+    "euler": Sampler(EulerDiscreteScheduler, PAPER_STEPS, PAPER_GUIDANCE),
     "dpm++": Sampler(DPMSolverMultistepScheduler, 25, 5.0, (("algorithm_type", "dpmsolver++"),)),
     "lcm": Sampler(LCMScheduler, 6, 1.5),
 }

@@ -21,3 +21,18 @@ def test_missing_file_names_itself_its_folder_and_source(tmp_path, offline):
     message = str(error.value)
     assert "recognition_arcface_ir_se50.pth" in message and str(tmp_path) in message
     assert WEIGHTS_DIR_ENV in message and "releases/download" in message and "\n" not in message
+
+
+def test_hub_offline_mode_keeps_weight_files_from_being_fetched(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE (set for the whole test session) stops every download, GitHub's included."""
+    import huggingface_hub.constants
+
+    import portrait.loading
+
+    def no_asking(url, timeout=3.0):
+        raise AssertionError(f"asked the network for {url}")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(portrait.loading, "host_reachable", no_asking)
+    with pytest.raises(MissingWeightsError):
+        resolve_weight_file(FACEXLIB_WEIGHTS["bisenet"], tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import seeded
 from gradio_client import Client, handle_file
 
@@ -31,6 +32,12 @@ def flagging_pipe(tiny_pipe):
 def test_the_loader_puts_the_checker_in_unless_research_asks_otherwise():
     assert load_pipeline(ModelSource(base="tiny")).safety_checker is not None
     assert load_pipeline(ModelSource(base="tiny", safety_checker=False)).safety_checker is None
+
+
+def test_the_checker_runs_in_the_pipelines_precision():
+    """diffusers hands the checker pixels in the pipeline's dtype (fp16 on CUDA): it must be in that dtype too."""
+    pipe = load_pipeline(ModelSource(base="tiny", device="cpu", dtype="bf16"))
+    assert pipe.safety_checker.dtype == pipe.unet.dtype == torch.bfloat16
 
 
 def test_an_untouched_checker_lets_pictures_through(tiny_pipe, astronaut_face):

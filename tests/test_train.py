@@ -10,6 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from portrait.errors import OptionError
 from portrait.pipeline import PortraitBoothPipeline
 from train.config import TrainConfig
 from train.dataset import NO_TOKEN, Draw, PortraitDataset, StepBatchSampler, collate
@@ -169,3 +170,9 @@ def test_every_recipe_loads_and_ablations_change_only_their_term(recipe):
     if expected is not None:
         assert {key: getattr(config, key) for key in expected} == expected
         assert config.lam == paper.lam and config.beta == paper.beta and config.learning_rate == paper.learning_rate
+
+
+def test_training_the_fused_encoder_needs_one_named():
+    """Without fusion_encoder, STEA fuses φ itself: training it would change the network that measures L_id."""
+    with pytest.raises(OptionError, match="fusion_encoder"):
+        TrainConfig(train_fusion_encoder=True)

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 from portrait.loading import resolve_pretrained
+from portrait.prompts import build_identity_prompt
+from portrait.runtime import pick_device
 
 BLIP_ID = "Salesforce/blip-image-captioning-base"
 BLIP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json")
@@ -24,11 +26,8 @@ PERSON = re.compile(r"\b(man|woman|person|boy|girl|guy|lady|gentleman|male|femal
 
 
 def with_subject(caption: str, word: str) -> str:
-    """`caption` whose first person noun is `word`; prefixed with it when it names nobody."""
-    caption = " ".join(caption.split())
-    if PERSON.search(caption):
-        return PERSON.sub(word, caption, count=1)
-    return f"a photo of a {word}, {caption}" if caption else f"a photo of a {word}"
+    """`caption` whose first person noun is `word`; prefixed with it (as every prompt is) when it names nobody."""
+    return build_identity_prompt(PERSON.sub(word, caption, count=1), word).text
 
 
 class BlipCaptioner:
@@ -41,7 +40,7 @@ class BlipCaptioner:
 
             folder = resolve_pretrained(source, "BLIP captioner", BLIP_FILES, extra_patterns=("*.json", "*.txt"))
             model, processor = BlipForConditionalGeneration.from_pretrained(folder), BlipProcessor.from_pretrained(folder)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = pick_device()
         self.model, self.processor = model.to(self.device).eval(), processor
         self.max_new_tokens = max_new_tokens
 

@@ -81,6 +81,8 @@ def register_model_hooks(accelerator: Accelerator) -> None:
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> Path:
     """Step `step`'s full training state; the last `keep` checkpoints are kept."""
     final = checkpoint_folder(output_dir, step)
+    for stale in final.parent.glob(".step-*.partial"):  # left by a run killed while saving (only the main process saves)
+        shutil.rmtree(stale, ignore_errors=True)
     with atomic_path(final) as partial:
         accelerator.save_state(str(partial))
     for _, old in list_checkpoints(output_dir)[:-keep]:

@@ -66,6 +66,10 @@ class TrainConfig:
     validation_steps: int = 50
     num_workers: int = 4
 
+    def __post_init__(self) -> None:
+        if self.train_fusion_encoder and not self.fusion_encoder:
+            raise OptionError("train_fusion_encoder trains the encoder fusion_encoder names; without one it would train φ, which measures L_id")
+
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "TrainConfig":
         try:

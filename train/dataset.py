@@ -53,12 +53,19 @@ class StepBatchSampler(Sampler):
             yield [Draw(int(i), int(s)) for i, s in zip(indices, seeds)]
 
 
+def training_samples(root: str | Path) -> list[Sample]:
+    """The manifest of a prepared set; a missing or empty one is a `DataError`."""
+    samples = read_manifest(Path(root))
+    if not samples:
+        raise DataError(f"{root} holds no training samples")
+    return samples
+
+
 class PortraitDataset(Dataset):
-    def __init__(self, root: str | Path, tokenizer, config: TrainConfig):
+    def __init__(self, root: str | Path, tokenizer, config: TrainConfig, samples: list[Sample] | None = None):
+        """samples: `training_samples(root)`, when the caller has read them already."""
         self.root = Path(root)
-        self.samples = read_manifest(self.root)
-        if not self.samples:
-            raise DataError(f"{root} holds no training samples")
+        self.samples = training_samples(self.root) if samples is None else samples
         self.tokenizer = tokenizer
         self.config = config
         self._make_caches()

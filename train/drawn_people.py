@@ -29,7 +29,7 @@ from portrait.face.analyzer import image_to_tensor
 from portrait.files import write_text
 from portrait.prompts import build_identity_prompt
 
-from .data_format import MANIFEST, Sample, write_sample
+from .data_format import MANIFEST, Sample, save_image_atomically, write_sample
 
 SEXES = ("man", "woman")
 HAIR_STYLES = {"man": ("short", "bald", "tall"), "woman": ("long", "bob", "bun")}
@@ -268,8 +268,8 @@ def write_split(root: Path, people: list[Person], split: str, config: DrawnPeopl
                 meta={"person": number, "traits": list(person.traits()), "reference_expression": reference_expression,
                       "reference_frame": f"{number:03d}/{name}.ref-frame.png"},
             )  # fmt: skip
+            save_image_atomically(reference.image, folder / sample.meta["reference_frame"])  # before the manifest line
             write_sample(folder, sample, target.image, target.mask, aligned_reference(reference))
-            reference.image.save(folder / sample.meta["reference_frame"])
     return folder
 
 

@@ -29,6 +29,7 @@ from scipy.stats import binomtest
 
 from portrait.face.analyzer import image_to_tensor
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
+from portrait.runtime import seeded_generators
 
 from .attention import install_attention_capture, remove_attention_capture
 from .data_format import read_manifest
@@ -109,7 +110,7 @@ def generate_and_judge(
                 num_inference_steps=settings.steps,
                 guidance_scale=settings.guidance,
                 num_images_per_prompt=len(seeds),
-                generator=[torch.Generator().manual_seed(seed) for seed in seeds],
+                generator=seeded_generators(seeds),
                 output_type="np",
             ).images
             traits, read = reader.read(torch.from_numpy(images).permute(0, 3, 1, 2).float() * 2 - 1)

@@ -76,7 +76,7 @@ def train_autoencoder(vae, images: torch.Tensor, masks: torch.Tensor, schedule: 
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in images.split(256)])
-        reconstructed = torch.cat([vae.decode(chunk).sample for chunk in latents[:256].split(256)])
+        reconstructed = vae.decode(latents[:256]).sample
     vae.register_to_config(scaling_factor=float(1 / latents.std()))
     return float(F.mse_loss(reconstructed, images[:256]))
 

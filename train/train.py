@@ -39,8 +39,7 @@ from portrait.stea import STEA
 from .attention import AttentionStore, install_attention_capture
 from .checkpoints import load_checkpoint, register_model_hooks, resolve_resume, save_checkpoint, save_final_weights
 from .config import TrainConfig
-from .data_format import read_manifest
-from .dataset import Draw, PortraitDataset, StepBatchSampler, collate
+from .dataset import Draw, PortraitDataset, StepBatchSampler, collate, training_samples
 from .losses import decoded_face_embedding, identity_loss, localization_loss, noise_loss, one_step_reverse
 
 logger = logging.getLogger("train")
@@ -127,13 +126,16 @@ class Objective:
         """fusion: the encoder STEA fuses, when it is trained too (else the frozen `models.identity_encoder`)."""
         models, config = self.models, self.config
         device = batch["pixel_values"].device
+        faces = batch["reference"].to(self.dtype)
         with torch.no_grad():
             latents = models.vae.encode(batch["pixel_values"].to(self.dtype)).latent_dist.sample(generator)
             latents = latents * models.vae.config.scaling_factor
             text = models.text_encoder(batch["input_ids"])[0]
-            reference_identity = models.loss_encoder(batch["reference"].to(self.dtype)).embedding
             if fusion is None:
-                reference = models.identity_encoder(batch["reference"].to(self.dtype))
+                reference = models.identity_encoder(faces)
+            # φ measures L_id; when it is also the frozen encoder STEA fuses, one pass serves both
+            same = fusion is None and models.loss_encoder is models.identity_encoder
+            reference_identity = reference.embedding if same else models.loss_encoder(faces).embedding
         if fusion is not None:
             reference = fusion(batch["reference"])
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 def train(config: TrainConfig, data: Path, output: Path, resume: str | None = None) -> Path:
     """Train on the prepared set `data` into `output`; returns the final weights' folder."""
-    read_manifest(data)  # a missing or empty set is said now, before any model is loaded
+    samples = training_samples(data)  # a missing or empty set is said now, before any model is loaded
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with="tensorboard",
@@ -322,7 +324,7 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
     models, store, device = session.models, session.store, accelerator.device
     lr_scheduler = session.lr_scheduler
     start_step = session.start_step
-    dataset = PortraitDataset(data, models.tokenizer, config)
+    dataset = PortraitDataset(data, models.tokenizer, config, samples)
     sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, start_step, config.max_steps, accelerator.process_index)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
     accelerator.init_trackers("portraitbooth", config={k: str(v) for k, v in config.to_dict().items()})

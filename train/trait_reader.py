@@ -89,7 +89,6 @@ def train_trait_reader(
         loss = F.cross_entropy(expression_logits, expressions[index])
         loss = loss + sum(F.cross_entropy(logits, traits[index, k]) for k, logits in enumerate(trait_logits.values()))
         training.step(loss)
-    reader.eval()
     return reading_accuracy(reader, views[0], traits, expressions)
 
 

@@ -13,9 +13,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from portrait.errors import MissingWeightsError
+from portrait.errors import MissingWeightsError, OptionError
 from portrait.pipeline import PortraitBoothPipeline
-from portrait.speed import SAMPLERS, Lora, load_loras, make_scheduler
+from portrait.speed import Lora, load_loras
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,16 @@ class Adapters:
     def any(self) -> bool:
         return bool(self.lcm or self.styles)
 
+    def check(self, fast: bool, style: str) -> None:
+        """A request may ask only for what this server loaded."""
+        if fast and not self.lcm:
+            raise OptionError("Fast mode needs the LCM-LoRA, which this server has not loaded.")
+        if style != NO_STYLE and style not in self.styles:
+            raise OptionError(f"Unknown style {style!r}; this server offers: {', '.join([NO_STYLE, *self.styles])}.")
+
     @contextmanager
-    def used_by(self, pipe: PortraitBoothPipeline, fast: bool, style: str) -> Iterator[dict]:
-        """Set the request's adapters and sampler; yields the sampling settings that fast mode fixes."""
+    def used_by(self, pipe: PortraitBoothPipeline, fast: bool, style: str) -> Iterator[None]:
+        """Set the request's adapters on the shared UNet and keep them while it generates."""
         wanted = ([self.lcm] if fast else []) + ([style] if style != NO_STYLE else [])
         scales = ([1.0] if fast else []) + ([self.styles[style]] if style != NO_STYLE else [])
         with self.lock if self.any else nullcontext():
@@ -57,9 +64,4 @@ class Adapters:
                 pipe.set_adapters(wanted, scales)
             elif self.any:
                 pipe.disable_lora()
-            if not fast:
-                yield {}
-                return
-            lcm = SAMPLERS["lcm"]
-            pipe.scheduler = make_scheduler("lcm", pipe.scheduler.config)
-            yield {"num_inference_steps": lcm.steps, "guidance_scale": lcm.guidance}
+            yield

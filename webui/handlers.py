@@ -21,6 +21,7 @@ from portrait.prompts import build_identity_prompt
 from portrait.provenance import provenance_text
 from portrait.runtime import seeded_generators
 from portrait.safety import FLAGGED_NOTE
+from portrait.speed import SAMPLERS, make_scheduler
 
 from .adapters import NO_STYLE, Adapters
 from .errors import user_errors
@@ -41,11 +42,6 @@ class Run:
     settings: str
     size: tuple[int, int]  # width, height
     started: float = field(default_factory=time.perf_counter)
-
-    def fixed(self, sampling: dict) -> None:
-        """Fast mode sets its own steps and guidance: the captions say so."""
-        if sampling:
-            self.settings = f"{sampling['num_inference_steps']} LCM steps · guidance {sampling['guidance_scale']:g}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +112,7 @@ class PortraitService:
         adapters: Adapters | None = None,
     ):
         self.pipe = pipe
+        self.pipe.set_progress_bar_config(disable=True)  # the browser shows progress; requests' pipelines inherit this
         self.limits = limits
         self.example = example
         self.adapters = adapters or Adapters()
@@ -151,21 +148,29 @@ class PortraitService:
         return images
 
     # ------------------------------------------------------------------ generation
-    def _request_pipeline(self, kind: type[PortraitBoothPipeline] = PortraitBoothPipeline) -> PortraitBoothPipeline:
-        """The shared models with this request's own scheduler and stop flag, so that several
-        generations may run at once (--concurrency) without stepping on each other's state."""
-        pipe = self.pipe.with_modules(kind, scheduler=self.pipe.scheduler.from_config(self.pipe.scheduler.config))
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+    def _request_pipeline(self, fast: bool, kind: type[PortraitBoothPipeline] = PortraitBoothPipeline) -> PortraitBoothPipeline:
+        """The shared models with this request's own scheduler (LCM's in fast mode) and stop flag, so that
+        several generations may run at once (--concurrency) without stepping on each other's state."""
+        config = self.pipe.scheduler.config
+        scheduler = make_scheduler("lcm", config) if fast else self.pipe.scheduler.from_config(config)
+        return self.pipe.with_modules(kind, scheduler=scheduler)
 
-    def _start(self, request: gr.Request | None, progress: gr.Progress, settings: Sampling) -> tuple[Run, dict]:
-        """Check the request's numbers; the run's record and the sampling arguments both modes share."""
+    def _start(self, request: gr.Request | None, progress: gr.Progress, settings: Sampling, fast: bool, style: str) -> tuple[Run, dict]:
+        """Check the request; the run's record and the sampling arguments both modes share (fast mode
+        sets its own steps and guidance, and the captions say so)."""
+        self.adapters.check(fast, style)
         settings.check(self.limits)
         first = random.randrange(2**31) if settings.randomize_seed else int(settings.seed)
+        if fast:
+            lcm = SAMPLERS["lcm"]
+            steps_and_guidance, described = lcm.arguments, f"{lcm.steps} LCM steps · guidance {lcm.guidance:g}"
+        else:
+            steps_and_guidance = {"num_inference_steps": int(settings.steps), "guidance_scale": float(settings.guidance)}
+            described = f"{int(settings.steps)} steps · guidance {settings.guidance}"
         run = Run(
             session=request.session_hash if request else "",
             seeds=[first + index for index in range(int(settings.num_images))],
-            settings=f"{int(settings.steps)} steps · guidance {settings.guidance}",
+            settings=described,
             size=canvas_size(settings.aspect, self.native_size),
         )
         self.stopping.discard(run.session)
@@ -178,8 +183,7 @@ class PortraitService:
 
         sampling = dict(
             negative_prompt=settings.negative_prompt or None,
-            num_inference_steps=int(settings.steps),
-            guidance_scale=float(settings.guidance),
+            **steps_and_guidance,
             num_images_per_prompt=len(run.seeds),
             width=run.size[0],
             height=run.size[1],
@@ -206,12 +210,6 @@ class PortraitService:
         notes.append(f"{len(result.images)} image{'s' if len(result.images) > 1 else ''} in {elapsed:.1f} s.")
         return list(zip(result.images, captions)), " ".join(notes)
 
-    def _checked_speed(self, fast: bool, style: str) -> None:
-        if fast and not self.adapters.lcm:
-            raise gr.Error("Fast mode needs the LCM-LoRA, which this server has not loaded.")
-        if style != NO_STYLE and style not in self.adapters.styles:
-            raise gr.Error(f"Unknown style {style!r}; this server offers: {', '.join([NO_STYLE, *self.adapters.styles])}.")
-
     @user_errors
     def generate(
         self,
@@ -236,20 +234,18 @@ class PortraitService:
     ) -> tuple[list, str]:
         """One person: a gallery of (image, caption) and a note on what happened."""
         settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
-        self._checked_speed(fast, style)
-        run, sampling = self._start(request, progress, settings)
+        run, sampling = self._start(request, progress, settings, fast, style)
         (photo,) = self._faces([face], [remembered_face], ["your"])
-        pipe = self._request_pipeline()
+        pipe = self._request_pipeline(fast)
         encoding = pipe.encode_faces(photo)
-        with self.adapters.used_by(pipe, fast, style) as fixed:
-            run.fixed(fixed)
+        with self.adapters.used_by(pipe, fast, style):
             result = pipe(
                 prompt,
                 face=encoding,
                 identity_word=chosen_word(identity_word, custom_word),
                 expression=chosen_expression(expression),
                 identity_start=identity_start,
-                **{**sampling, **fixed},
+                **sampling,
             )
         notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note]
         return self._finish(run, result, notes)
@@ -281,18 +277,16 @@ class PortraitService:
     ) -> tuple[list, str]:
         """Two people, person A on the left of `split`, person B on the right."""
         settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
-        self._checked_speed(fast, style)
-        run, sampling = self._start(request, progress, settings)
+        run, sampling = self._start(request, progress, settings, fast, style)
         photos = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
-        pipe = self._request_pipeline(PortraitBoothPeoplePipeline)
+        pipe = self._request_pipeline(fast, PortraitBoothPeoplePipeline)
         faces = [pipe.encode_faces(photo) for photo in photos]
         people = [
             Person(faces[0], identity_word_a or None, chosen_expression(expression_a)),
             Person(faces[1], identity_word_b or None, chosen_expression(expression_b)),
         ]
-        with self.adapters.used_by(pipe, fast, style) as fixed:
-            run.fixed(fixed)
-            result = pipe(prompt, people, split=split, **{**sampling, **fixed})
+        with self.adapters.used_by(pipe, fast, style):
+            result = pipe(prompt, people, split=split, **sampling)
         order = sorted(p.identity_span for p in result.prompts)
         notes = [
             f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {describe_region(mask)}."
