@@ -1,4 +1,4 @@
-"""`portrait` (`python -m portrait`): `generate` portraits from a selfie and a prompt as PNG files; `verify` their watermark."""
+"""`portrait` (`python -m portrait`): `generate` portraits from a selfie and a prompt as PNG files; `verify` their watermark; `weights` lists and fetches models."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .provenance import has_watermark, png_info
 from .runtime import seeded_generators
 from .safety import FLAGGED_NOTE
 from .speed import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
+from .weights_command import add_weights_parser, run_weights
 
 logger = logging.getLogger("portrait")
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(gen)
     verify = commands.add_parser("verify", help="say whether pictures carry PortraitBooth's invisible watermark")
     verify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    add_weights_parser(commands)
     return parser
 
 
@@ -201,6 +203,8 @@ def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "verify":
         return verify(args.images)
+    if args.command == "weights":
+        return run_weights(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("diffusers", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

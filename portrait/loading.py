@@ -1,10 +1,11 @@
 """Where every model comes from: one place resolves hub ids, local folders and single weight files.
 
-A file that is here is used. A hub model missing from the Hugging Face cache is fetched by
-huggingface_hub, whose own offline mode and cache fall-back decide (HF_HUB_OFFLINE, a failed
-connection); a third-party file (GitHub releases) is fetched only when that same offline mode is
-off and its host answers within seconds, asked anew each time. Whatever cannot be had becomes a `MissingWeightsError` naming the
-file and the folder to put it in.
+What exists and where it comes from is portrait/weights.py; this module finds it. A file that is
+here is used. A hub model missing from the Hugging Face cache is fetched by huggingface_hub, whose own
+offline mode and cache fall-back decide (HF_HUB_OFFLINE, a failed connection); a third-party file
+(GitHub releases) is fetched by portrait/download.py (resumable, checked) only when that same offline
+mode is off and its host answers within seconds, asked anew each time. Whatever cannot be had becomes a
+`MissingWeightsError` naming the file and the folder to put it in.
 """
 
 from __future__ import annotations
@@ -12,55 +13,22 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import huggingface_hub.constants
 
+from .download import download
 from .errors import MissingWeightsError
+from .weights import FACEXLIB_WEIGHTS, SD15, HubModel, WeightFile
+
+__all__ = ["BASE_MODEL_FILES", "BASE_MODEL_ID", "FACEXLIB_WEIGHTS", "WeightFile"]  # re-exported from the registry
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR_ENV = "PORTRAIT_WEIGHTS_DIR"
-BASE_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-# What inference needs from a Stable Diffusion repository (no EMA copies, no .bin duplicates).
-BASE_MODEL_FILES = (
-    "model_index.json",
-    "scheduler/scheduler_config.json",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "tokenizer/tokenizer_config.json",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-)
-
-
-@dataclass(frozen=True)
-class WeightFile:
-    """A third-party weight file that lives in the weights folder."""
-
-    filename: str
-    description: str
-    url: str | None = None  # where it can be downloaded from, when it can
-
-
-_FACEXLIB_RELEASES = "https://github.com/xinntao/facexlib/releases/download"
-FACEXLIB_WEIGHTS = {
-    "retinaface": WeightFile(
-        "detection_Resnet50_Final.pth", "RetinaFace face detector", f"{_FACEXLIB_RELEASES}/v0.1.0/detection_Resnet50_Final.pth"
-    ),
-    "bisenet": WeightFile(
-        "parsing_bisenet.pth", "BiSeNet face parser", f"{_FACEXLIB_RELEASES}/v0.2.0/parsing_bisenet.pth"
-    ),
-    "arcface": WeightFile(
-        "recognition_arcface_ir_se50.pth",
-        "ArcFace IR-SE50 identity encoder",
-        f"{_FACEXLIB_RELEASES}/v0.1.0/recognition_arcface_ir_se50.pth",
-    ),
-}
+BASE_MODEL_ID = SD15.repo_id
+BASE_MODEL_FILES = SD15.required
 
 
 def weights_dir_or_default(weights_dir: str | os.PathLike | None = None) -> Path:
@@ -88,11 +56,8 @@ def resolve_weight_file(weight: WeightFile, weights_dir: str | os.PathLike | Non
     if path.is_file():
         return path
     if weight.url and not huggingface_hub.constants.HF_HUB_OFFLINE and host_reachable(weight.url):
-        from facexlib.utils import load_file_from_url
-
-        folder.mkdir(parents=True, exist_ok=True)
         logger.info("Downloading %s to %s", weight.filename, folder)
-        return Path(load_file_from_url(weight.url, model_dir=str(folder), progress=True, save_dir=str(folder)))
+        return download(weight.url, path, weight.size, weight.sha256)
     source = f" (download: {weight.url})" if weight.url else ""
     raise MissingWeightsError(
         f"Missing weights for the {weight.description}: put {weight.filename} in {folder}{source}; "
@@ -114,32 +79,50 @@ def resolve_pretrained(
     """
     path = Path(source).expanduser()
     if not path.is_dir():
-        path = _hub_folder(str(source), what, required, [*required, *extra_patterns])
+        path = _hub_folder(HubModel(str(source), required, extra_patterns), what)
     missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise MissingWeightsError(f"{what} folder {path} lacks: {', '.join(missing)}")
     return path
 
 
-def _hub_folder(repo_id: str, what: str, required: tuple[str, ...], patterns: list[str]) -> Path:
-    if Path(repo_id).exists() or repo_id.count("/") != 1:
-        raise MissingWeightsError(f"{what}: {repo_id} is neither a model folder nor a hub id (owner/name)")
+def resolve_model(model: HubModel, what: str, source: str | os.PathLike | None = None) -> Path:
+    """Local folder of a registry model: from the cache or the hub, or `source` (a folder or another hub
+    id holding the same files)."""
+    return resolve_pretrained(source or model.repo_id, what, model.required, model.extra_patterns)
+
+
+def _hub_folder(model: HubModel, what: str) -> Path:
+    if Path(model.repo_id).exists() or model.repo_id.count("/") != 1:
+        raise MissingWeightsError(f"{what}: {model.repo_id} is neither a model folder nor a hub id (owner/name)")
+    return cached_hub_folder(model) or fetch_hub_model(model, what)
+
+
+def cached_hub_folder(model: HubModel) -> Path | None:
+    """The Hugging Face cache's folder of `model` when it holds every required file, else None (no network)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        cached = Path(snapshot_download(model.repo_id, allow_patterns=model.patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+    return cached if all((cached / name).is_file() for name in model.required) else None
+
+
+def fetch_hub_model(model: HubModel, what: str) -> Path:
+    """Download the files of `model` the project needs into the Hugging Face cache (huggingface_hub's
+    progress bars and offline mode); its folder, or a `MissingWeightsError` saying what to do."""
     import httpx
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
-        cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-        if all((cached / name).is_file() for name in required):
-            return cached
-    except LocalEntryNotFoundError:
-        pass
-    try:
-        logger.info("Fetching %s from the Hugging Face hub", repo_id)
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        logger.info("Fetching %s from the Hugging Face hub", model.repo_id)
+        return Path(snapshot_download(model.repo_id, allow_patterns=model.patterns))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, httpx.HTTPError, OSError) as error:
         raise MissingWeightsError(
-            f"{what} {repo_id} is not in the Hugging Face cache and could not be downloaded "
-            f"({type(error).__name__}): run `hf download {repo_id}` where the hub can be reached and copy the "
-            "cache here, or pass a local folder"
+            f"{what} {model.repo_id} is not in the Hugging Face cache and could not be downloaded "
+            f"({type(error).__name__}): run `hf download {model.repo_id}` where the hub can be reached and copy "
+            f"the cache ({huggingface_hub.constants.HF_HUB_CACHE}) here, or pass a local folder"
         ) from error

@@ -16,19 +16,20 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from transformers import CLIPConfig, CLIPImageProcessor
 
 from .errors import MissingWeightsError
-from .loading import resolve_pretrained
+from .loading import resolve_model
+from .weights import SAFETY_CHECKER_ALONE, SD15_SAFETY_CHECKER
 
-SAFETY_CHECKER_ID = "CompVis/stable-diffusion-safety-checker"
-IN_BASE = ("safety_checker/config.json", "safety_checker/model.safetensors", "feature_extractor/preprocessor_config.json")
-ON_ITS_OWN = ("config.json", "model.safetensors", "preprocessor_config.json")
 FLAGGED_NOTE = "held back by the safety checker (shown blank)"
 
 
 def load_safety_checker(base: str | Path) -> dict:
     """{"safety_checker", "feature_extractor"} of the base model, or of the checker's own repository."""
-    for source, required, prefix in ((base, IN_BASE, ("safety_checker/", "feature_extractor/")), (SAFETY_CHECKER_ID, ON_ITS_OWN, ("", ""))):
+    for model, source, prefix in (
+        (SD15_SAFETY_CHECKER, base, ("safety_checker/", "feature_extractor/")),
+        (SAFETY_CHECKER_ALONE, None, ("", "")),
+    ):
         try:
-            folder = resolve_pretrained(source, "Safety checker", required, extra_patterns=())
+            folder = resolve_model(model, "Safety checker", source)
         except MissingWeightsError:
             continue
         return {
@@ -37,7 +38,8 @@ def load_safety_checker(base: str | Path) -> dict:
         }
     raise MissingWeightsError(
         f"The safety checker is not here: SD 1.5's safety_checker/ and feature_extractor/ (in {base} or its hub "
-        f"cache) or {SAFETY_CHECKER_ID} in the hub cache; --no-safety-checker turns it off for research use only"
+        f"cache) or {SAFETY_CHECKER_ALONE.repo_id} in the hub cache (`portrait weights fetch safety-checker`); "
+        "--no-safety-checker turns it off for research use only"
     )
 
 

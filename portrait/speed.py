@@ -17,8 +17,9 @@ from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMSc
 
 from .errors import MissingWeightsError, OptionError
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
+from .weights import LCM_LORA
 
-LCM_LORA_ID = "latent-consistency/lcm-lora-sdv1-5"
+LCM_LORA_ID = LCM_LORA.repo_id
 
 
 @dataclass(frozen=True)

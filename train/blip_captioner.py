@@ -15,12 +15,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from portrait.loading import resolve_pretrained
+from portrait.loading import resolve_model
 from portrait.prompts import build_identity_prompt
 from portrait.runtime import pick_device
+from portrait.weights import BLIP_CAPTIONER
 
-BLIP_ID = "Salesforce/blip-image-captioning-base"
-BLIP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json")
 PROMPT = "a photo of"
 PERSON = re.compile(r"\b(man|woman|person|boy|girl|guy|lady|gentleman|male|female|child|kid)\b", flags=re.IGNORECASE)
 
@@ -33,12 +32,12 @@ def with_subject(caption: str, word: str) -> str:
 class BlipCaptioner:
     name = "blip"
 
-    def __init__(self, model=None, processor=None, source: str | Path = BLIP_ID, max_new_tokens: int = 30):
+    def __init__(self, model=None, processor=None, source: str | Path | None = None, max_new_tokens: int = 30):
         """`model` and `processor` when built already (tests); else loaded from `source` (hub id or folder)."""
         if model is None or processor is None:
             from transformers import BlipForConditionalGeneration, BlipProcessor
 
-            folder = resolve_pretrained(source, "BLIP captioner", BLIP_FILES, extra_patterns=("*.json", "*.txt"))
+            folder = resolve_model(BLIP_CAPTIONER, "BLIP captioner", source)
             model, processor = BlipForConditionalGeneration.from_pretrained(folder), BlipProcessor.from_pretrained(folder)
         self.device = pick_device()
         self.model, self.processor = model.to(self.device).eval(), processor

@@ -21,15 +21,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from portrait.loading import WeightFile, resolve_pretrained, resolve_weight_file
+from portrait.loading import resolve_model, resolve_weight_file
+from portrait.weights import CLIP_VIT_L14, FACENET_VGGFACE2
 
-CLIP_ID = "openai/clip-vit-large-patch14"
-CLIP_FILES = ("config.json", "model.safetensors", "tokenizer_config.json", "preprocessor_config.json")
-FACENET_WEIGHTS = WeightFile(
-    "20180402-114759-vggface2.pt",
-    "FaceNet InceptionResnetV1 (VGGFace2)",
-    "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
-)
 TEXT_THRESHOLD = 0.23  # ID(P): identity counts only where the image follows the text this well
 
 
@@ -86,9 +80,9 @@ class MetricModels:
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
         facenet = InceptionResnetV1(classify=False).eval()
-        state = torch.load(resolve_weight_file(FACENET_WEIGHTS, weights_dir), map_location="cpu", weights_only=True)
+        state = torch.load(resolve_weight_file(FACENET_VGGFACE2, weights_dir), map_location="cpu", weights_only=True)
         facenet.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")})
-        folder = resolve_pretrained(CLIP_ID, "CLIP ViT-L/14", CLIP_FILES, extra_patterns=("*.json", "*.txt"))
+        folder = resolve_model(CLIP_VIT_L14, "CLIP ViT-L/14")
         clip = CLIPModel.from_pretrained(folder).eval()
         return cls(_mtcnn(device), facenet.to(device), clip.to(device), CLIPTokenizer.from_pretrained(folder),
                    CLIPImageProcessor.from_pretrained(folder), torch.device(device))  # fmt: skip

@@ -15,10 +15,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from ..loading import resolve_pretrained
+from ..loading import resolve_model
+from ..weights import CLIP_VIT_L14
 from .encoder import IdentityFeatures
 
-CLIP_VISION_ID = "openai/clip-vit-large-patch14"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
@@ -40,7 +40,7 @@ class ClipImageEncoder(ModelMixin, ConfigMixin):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)  # the same random weights every time, as the other presets
                 return cls(architecture, TINY_VISION).eval()
-        folder = resolve_pretrained(CLIP_VISION_ID, "CLIP ViT-L/14", ("config.json", "model.safetensors"), ("*.json",))
+        folder = resolve_model(CLIP_VIT_L14, "CLIP ViT-L/14")
         pretrained = CLIPVisionModelWithProjection.from_pretrained(Path(folder))
         encoder = cls(architecture, pretrained.config.to_dict())
         encoder.vision.load_state_dict(pretrained.state_dict())

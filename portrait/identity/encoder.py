@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from ..loading import FACEXLIB_WEIGHTS, WeightFile, resolve_weight_file
+from ..loading import resolve_weight_file
+from ..weights import ARCFACE, CURRICULARFACE, WeightFile
 from .iresnet import IResNet
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ IDENTITY_ENCODERS = {
     # The paper's φ. Loads the original CurricularFace release and TFace's IR_101 alike.
     "curricularface_ir101": EncoderPreset(
         (3, 13, 30, 3),
-        weights=WeightFile("CurricularFace_Backbone.pth", "CurricularFace IR-101 identity encoder (TFace)"),
+        weights=CURRICULARFACE,
     ),
-    "arcface_ir_se50": EncoderPreset((3, 4, 14, 3), se=True, weights=FACEXLIB_WEIGHTS["arcface"]),
+    "arcface_ir_se50": EncoderPreset((3, 4, 14, 3), se=True, weights=ARCFACE),
     # Random weights, for tests and the CPU preset: the real architecture at a fraction of the width.
     "tiny": EncoderPreset((1, 1, 1, 1), stage_channels=(8, 8, 16, 16), embedding_dim=32),
     # The learning experiment's φ: its faces are ~20 pixels tall, so a 32×32 crop holds all a 112×112 one would.
