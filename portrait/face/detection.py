@@ -117,7 +117,7 @@ class RetinaFaceDetector:
 def load_detector(
     name: str = "auto", weights_dir: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> FaceDetector:
-    """`retinaface` (weights file or facexlib download), `mtcnn` (no download), or `auto`:
+    """`retinaface` (weights file, or its download from the facexlib release), `mtcnn` (no download), or `auto`:
     RetinaFace when its weights are already here, else MTCNN when facenet-pytorch is installed (a
     Hugging Face Space installs only requirements.txt, without it), else RetinaFace."""
     folder = weights_dir_or_default(weights_dir)
