@@ -137,7 +137,7 @@ DEPTH_ANNOTATOR = HubModel(
     "Intel/dpt-hybrid-midas", ("config.json", "model.safetensors", "preprocessor_config.json"), size=490 * MB
 )
 
-_FACEXLIB_LICENCE = "Apache-2.0 (facexlib)"
+_FACEXLIB_LICENCE = "MIT (facexlib)"  # its LICENSE file; its package metadata says Apache-2.0
 WEIGHTS: dict[str, Weight] = {
     weight.name: weight
     for weight in (
