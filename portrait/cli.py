@@ -1,4 +1,4 @@
-"""`portrait` (`python -m portrait`): `generate` portraits from a selfie and a prompt as PNG files; `verify` their watermark; `weights` lists and fetches models."""
+"""`portrait` (`python -m portrait`): `generate` portraits from a selfie and a prompt as PNG files; `verify` their watermark."""
 
 from __future__ import annotations
 
