@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -72,7 +73,10 @@ TRAINING = {
     "lora_8bit_adam": (LORA, {"use_8bit_adam": True}),
 }
 TINY_LORA = {"lora_rank": 4}  # the LoRA rows on tiny models (--tiny)
-NO_CUDA = "no CUDA GPU is visible to PyTorch: the device check needs one (the CPU benchmarks are benchmarks.inference and benchmarks.train_step)"
+NO_CUDA = (
+    "no CUDA GPU is visible to PyTorch: the device check needs one "
+    "(the CPU benchmarks are benchmarks.inference and benchmarks.train_step)"
+)
 
 
 class NoCudaError(PortraitError):
@@ -83,10 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = CommandParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="end with the report as one JSON line")
     parser.add_argument("--out", type=Path, help="write gpu.json and gpu.md (the markdown tables) here")
-    parser.add_argument("--budget", type=positive_int, default=420, help="seconds; later measurements are skipped past it")
+    parser.add_argument("--budget", type=positive_int, default=420, help="seconds; later measurements are skipped")
     parser.add_argument("--steps", type=positive_int, default=50, help="inference steps (fast mode: 6)")
     parser.add_argument("--runs", type=positive_int, default=1, help="timed runs of each request, after one warm-up")
-    parser.add_argument("--train-steps", type=positive_int, default=5, help="timed training steps, after 2 warm-up steps")
+    parser.add_argument("--train-steps", type=positive_int, default=5, help="timed training steps, after 2 warm-ups")
     parser.add_argument("--size", type=positive_int, help="inference and training size (default 512; --tiny 64)")
     parser.add_argument("--base", default=BASE_MODEL_ID, help="the real SD 1.5 used for inference when present")
     parser.add_argument("--tiny", action="store_true", help="tiny models: checks the check itself in seconds")
@@ -145,8 +149,10 @@ def one_line_summary(result: dict) -> str:
 def measure_inference(args: argparse.Namespace, device: torch.device, setting: str) -> dict:
     """Every request mode with one setting, on a pipeline built for it; a failing mode is recorded alone."""
     dtype, options = SETTINGS[setting]
-    pipe, weights = inference.build(argparse.Namespace(tiny=args.tiny, base=args.base, portrait_weights=None), device, dtype)
-    settings = inference.Settings(steps=args.steps, size=args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    source = argparse.Namespace(tiny=args.tiny, base=args.base, portrait_weights=None)
+    pipe, weights = inference.build(source, device, dtype)
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    settings = inference.Settings(steps=args.steps, size=args.size or native)
     for option in options:
         settings = inference.apply_option(option, pipe, settings, device, args.steps)
     errors: dict[str, str] = {}
@@ -160,13 +166,15 @@ def measure_inference(args: argparse.Namespace, device: torch.device, setting: s
         else:
             modes[mode] = {"n/a": "the two-people pipeline has no one-pass mode (people_mode) here"}
     del pipe
-    return {"dtype": dtype, "options": list(options), "weights": weights, "size": settings.size, "steps": settings.steps, "modes": modes}
+    report = {"dtype": dtype, "options": list(options), "weights": weights, "size": settings.size}
+    return report | {"steps": settings.steps, "modes": modes}
 
 
 def training_config(recipe: str, changes: dict, args: argparse.Namespace) -> TrainConfig:
     """A training row's recipe: the paper's (or its LoRA one) on SD 1.5's shapes, or the tiny one with --tiny."""
     if args.tiny:
-        return TrainConfig.load(train_step.CONFIGS / "tiny.yaml", **(TINY_LORA if recipe == LORA else {}), **changes, num_workers=0)
+        lora = TINY_LORA if recipe == LORA else {}
+        return TrainConfig.load(train_step.CONFIGS / "tiny.yaml", **lora, **changes, num_workers=0)
     config = TrainConfig.load(train_step.CONFIGS / recipe, base="sd15", num_workers=0, resolution=args.size or 512)
     return dataclasses.replace(config, **changes)
 
@@ -174,7 +182,8 @@ def training_config(recipe: str, changes: dict, args: argparse.Namespace) -> Tra
 def measure_training(args: argparse.Namespace, device: torch.device, budget: Budget) -> dict:
     first = training_config(PAPER, {}, args)
     report = {"resolution": first.resolution, "batch_size": first.batch_size, "mixed_precision": first.mixed_precision}
-    report.update(gradient_checkpointing=first.gradient_checkpointing, weights="random", steps=args.train_steps, recipes={})
+    report.update(gradient_checkpointing=first.gradient_checkpointing, weights="random", steps=args.train_steps)
+    report["recipes"] = {}
     with tempfile.TemporaryDirectory() as folder:
         data = make_synthetic_set(folder, count=8, size=first.resolution)
         for name, (recipe, changes) in TRAINING.items():
@@ -198,12 +207,13 @@ def collect(args: argparse.Namespace, device: torch.device) -> dict:
     report = {"schema": SCHEMA, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     report.update(versions=versions(device), model="tiny" if args.tiny else "sd15", budget_s=args.budget)
     report["inference"] = {}
-    order = [*(setting for setting in SETTINGS if setting != "fp32"), "training", "fp32"]  # fp32 matters least
-    for part in order:
+    last = [setting for setting in SETTINGS if setting == "fp32"]  # matters least: after training
+    for part in [*(setting for setting in SETTINGS if setting not in last), "training", *last]:
         if part == "training":
             report["training"] = measure_training(args, device, budget)
         else:
-            report["inference"][part] = budget.guarded(f"inference {part}", lambda part=part: measure_inference(args, device, part))
+            measured = budget.guarded(f"inference {part}", partial(measure_inference, args, device, part))
+            report["inference"][part] = measured
     report["inference"] = {setting: report["inference"][setting] for setting in SETTINGS}
     report["elapsed_s"] = round(budget.elapsed, 1)
     return report
@@ -230,7 +240,8 @@ def markdown(report: dict) -> str:
     found = report["versions"]
     memory = f" ({found['gpu_memory_gb']} GiB)" if found.get("gpu_memory_gb") else ""
     lines = [
-        f"{found['gpu'] or 'CPU'}{memory}, torch {found['torch']}, CUDA {found['cuda']}, diffusers {found['diffusers']}; "
+        f"{found['gpu'] or 'CPU'}{memory}, torch {found['torch']}, CUDA {found['cuda']}, "
+        f"diffusers {found['diffusers']}; "
         f"{report['model']}, measured {report['date']} in {report['elapsed_s']} s (`python -m benchmarks.gpu`).",
         "",
     ]
@@ -238,7 +249,8 @@ def markdown(report: dict) -> str:
     settings = report["inference"]
     first = next((result for result in settings.values() if "modes" in result), None)
     if first is not None:
-        lines.append(f"Inference, {first['size']}², {first['steps']} steps, {first['weights']} weights: seconds per image, peak GPU memory")
+        size, steps, weights = first["size"], first["steps"], first["weights"]
+        lines.append(f"Inference, {size}², {steps} steps, {weights} weights: seconds per image, peak GPU memory")
         lines.append("")
     lines += ["| request | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
     for mode, label in MODES.items():
@@ -263,7 +275,8 @@ def markdown(report: dict) -> str:
         changes = ", ".join(f"{key}: {value}" for key, value in result["changes"].items()) or "–"
         if "step_s" in result:
             memory = f"{result['peak_mem_gb']:.2f} GiB" if result["peak_mem_gb"] is not None else "–"
-            lines.append(f"| {name} ({result['recipe']}) | {changes} | {result['step_s']:.3f} | {result.get('over_plain', 1.0):.2f}× | {memory} |")
+            ratio = f"{result.get('over_plain', 1.0):.2f}×"
+            lines.append(f"| {name} ({result['recipe']}) | {changes} | {result['step_s']:.3f} | {ratio} | {memory} |")
         else:
             lines.append(f"| {name} ({result['recipe']}) | {changes} | {cell(result)} | | |")
             if "error" in result:

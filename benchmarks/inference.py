@@ -144,7 +144,8 @@ def request_modes(pipe: PortraitBoothPipeline, settings: Settings) -> dict[str, 
         "preprocess": lambda: pipe.encode_faces(photo),
     }
     if has_one_pass():
-        modes["pair_one_pass"] = lambda: several(PAIR_PROMPT, people, generator=generator(), people_mode="one-pass", **common)
+        one_pass = dict(people_mode="one-pass", **common)
+        modes["pair_one_pass"] = lambda: several(PAIR_PROMPT, people, generator=generator(), **one_pass)
     return modes
 
 

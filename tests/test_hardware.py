@@ -35,9 +35,9 @@ def data(tmp_path_factory):
 
 
 def recipe(folder: Path, **changes) -> str:
-    values = yaml.safe_load((REPO / "train/configs/tiny.yaml").read_text()) | {"validation_every": 0, "checkpoint_every": 2}
+    values = yaml.safe_load((REPO / "train/configs/tiny.yaml").read_text())
     path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(values | changes))
+    path.write_text(yaml.safe_dump(values | {"validation_every": 0, "checkpoint_every": 2} | changes))
     return str(path)
 
 
@@ -59,8 +59,8 @@ def fake_inference(args, device, setting):
     modes = {mode: {"s": 1.5, "peak_mem_gb": 3.25} for mode in gpu.MODES}
     modes["pair"] = {"error": "RuntimeError: boom"}
     modes["pair_one_pass"] = {"n/a": "the two-people pipeline has no one-pass mode (people_mode) here"}
-    return {"dtype": gpu.SETTINGS[setting][0], "options": list(gpu.SETTINGS[setting][1]), "weights": "random", "size": 512,
-            "steps": 50, "modes": modes}  # fmt: skip
+    dtype, options = gpu.SETTINGS[setting]
+    return {"dtype": dtype, "options": list(options), "weights": "random", "size": 512, "steps": 50, "modes": modes}
 
 
 def fake_training_step(config: TrainConfig, data, steps, device) -> dict:
@@ -83,14 +83,15 @@ def test_device_check_report_keeps_its_schema_and_records_each_failure(fake_meas
     assert set(report) == {"schema", "date", "versions", "model", "budget_s", "inference", "training", "elapsed_s"}
     assert set(report["versions"]) >= {"gpu", "torch", "cuda", "diffusers"} and report["schema"] == gpu.SCHEMA
     assert list(report["inference"]) == list(gpu.SETTINGS)  # in the table's order, though fp32 ran last
-    assert report["inference"]["fp32"] == {"error": "out of GPU memory: use fewer images, a smaller size, a smaller batch or --dtype fp16"}
+    assert report["inference"]["fp32"]["error"].startswith("out of GPU memory: ")
     assert set(report["inference"]["fp16"]["modes"]) == set(gpu.MODES)
     training = report["training"]
-    assert set(training) == {"resolution", "batch_size", "mixed_precision", "gradient_checkpointing", "weights", "steps", "recipes"}
+    keys = {"resolution", "batch_size", "mixed_precision", "gradient_checkpointing", "weights", "steps", "recipes"}
+    assert set(training) == keys
     assert (training["resolution"], training["batch_size"], training["mixed_precision"]) == (512, 2, "bf16")
     assert list(training["recipes"]) == list(gpu.TRAINING)
-    assert training["recipes"]["lora"] == {"recipe": "paper_lora.yaml", "changes": {}, "step_s": 0.5, "mean_step_s": 0.5,
-                                                "peak_mem_gb": 20.0, "over_plain": 0.5}  # fmt: skip
+    lora = {"recipe": "paper_lora.yaml", "changes": {}, "step_s": 0.5, "mean_step_s": 0.5, "peak_mem_gb": 20.0}
+    assert training["recipes"]["lora"] == lora | {"over_plain": 0.5}
     assert training["recipes"]["all_8bit_adam"]["error"] == "use_8bit_adam needs bitsandbytes: pip install bitsandbytes"
 
 
@@ -103,7 +104,8 @@ def test_device_check_table(fake_measurements):
     assert "| two people (one pass) | n/a | n/a | n/a | failed |" in lines
     assert "| lora (paper_lora.yaml) | – | 0.500 | 0.50× | 20.00 GiB |" in lines
     assert "| all_8bit_adam (paper.yaml) | use_8bit_adam: True | failed | | |" in lines
-    assert "- fp16 / pair: RuntimeError: boom" in lines and "- training all_8bit_adam: use_8bit_adam needs bitsandbytes: pip install bitsandbytes" in lines
+    assert "- fp16 / pair: RuntimeError: boom" in lines
+    assert "- training all_8bit_adam: use_8bit_adam needs bitsandbytes: pip install bitsandbytes" in lines
 
 
 def test_device_check_stops_at_its_time_budget(fake_measurements, monkeypatch):
@@ -152,7 +154,9 @@ def test_lora_recipe_trains_and_its_weights_load_into_the_pipeline(tmp_path, dat
     assert largest_difference(picture(base), before) < SAME  # the base pipeline's own UNet is untouched
     # Through from_pretrained (a saved base folder), as the CLI and the app load weights: the same UNet.
     base.as_plain_pipeline().save_pretrained(tmp_path / "base")
-    loaded = PortraitBoothPipeline.from_pretrained(tmp_path / "base", portrait_weights=final, identity_encoder=base.identity_encoder)
+    loaded = PortraitBoothPipeline.from_pretrained(
+        tmp_path / "base", portrait_weights=final, identity_encoder=base.identity_encoder
+    )
     for key, value in loaded.unet.state_dict().items():
         torch.testing.assert_close(value, trained.unet.state_dict()[key])
 
@@ -190,7 +194,8 @@ def test_paper_lora_recipe_is_the_paper_recipe_with_a_lora():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA 8-bit AdamW may run (tests/test_cuda.py)")
 def test_8bit_adamw_without_cuda_is_one_line(tmp_path, data, capsys):
-    command = ["--config", recipe(tmp_path, use_8bit_adam=True), "--data", str(data), "--output-dir", str(tmp_path / "run")]
+    config = recipe(tmp_path, use_8bit_adam=True)
+    command = ["--config", config, "--data", str(data), "--output-dir", str(tmp_path / "run")]
     assert run_command(train, command, prog="python -m train.train") == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "use_8bit_adam needs a CUDA GPU" in error
@@ -224,9 +229,10 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_launch_with_the_two_process_cpu_config_trains(tmp_path, data):
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "train/accelerate/cpu_2proc.yaml"),
-              "--main_process_port", str(free_port()), "-m", "train.train", "--config", recipe(tmp_path), "--data", str(data),
-              "--output-dir", str(tmp_path / "ddp"), "--max-steps", "3"]  # fmt: skip
+    config_file = str(REPO / "train/accelerate/cpu_2proc.yaml")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file,
+              "--main_process_port", str(free_port()), "-m", "train.train", "--config", recipe(tmp_path),
+              "--data", str(data), "--output-dir", str(tmp_path / "ddp"), "--max-steps", "3"]  # fmt: skip
     done = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "ddp" / "final" / "unet" / "diffusion_pytorch_model.safetensors").is_file()

@@ -32,20 +32,23 @@ def adamw_class(config: TrainConfig, device: torch.device) -> type[torch.optim.O
     if not config.use_8bit_adam:
         return torch.optim.AdamW
     if device.type != "cuda":
-        raise OptionError(f"use_8bit_adam needs a CUDA GPU (bitsandbytes' 8-bit AdamW); this run is on {device.type}")
+        raise OptionError(
+            f"use_8bit_adam needs a CUDA GPU (bitsandbytes' 8-bit AdamW); this run is on {device.type}"
+        )
     try:
         import bitsandbytes
     except ImportError:
-        raise OptionError("use_8bit_adam needs bitsandbytes: pip install bitsandbytes (or set use_8bit_adam: false)") from None
+        raise OptionError(
+            "use_8bit_adam needs bitsandbytes: pip install bitsandbytes (or set use_8bit_adam: false)"
+        ) from None
     return bitsandbytes.optim.AdamW8bit
 
 
 def set_tf32(enabled: bool, device: torch.device) -> None:
-    """TF32 (10-bit mantissa) for fp32 matrix products and convolutions on CUDA, or full fp32; nothing on a CPU."""
+    """TF32 (10-bit mantissa) for fp32 matrix products on CUDA, or full fp32 (torch's default); nothing on a CPU.
+    cuDNN's convolutions are left as torch sets them (TF32 already)."""
     if device.type == "cuda":
-        precision = "tf32" if enabled else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if enabled else "ieee"
 
 
 def add_unet_lora(unet: torch.nn.Module, config: TrainConfig, dtype: torch.dtype) -> None:
@@ -58,7 +61,9 @@ def add_unet_lora(unet: torch.nn.Module, config: TrainConfig, dtype: torch.dtype
     if dtype != torch.float32:
         unet.to(dtype)
     alpha = config.lora_alpha if config.lora_alpha is not None else config.lora_rank
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(config.lora_modules))
+    lora = LoraConfig(
+        r=config.lora_rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(config.lora_modules)
+    )
     unet.add_adapter(lora, adapter_name=ADAPTER)
     for parameter in unet.parameters():
         if parameter.requires_grad:
@@ -73,7 +78,8 @@ def save_unet_lora(unet: torch.nn.Module, folder: Path) -> None:
     """The UNet's trained LoRA as diffusers' LoRA file in `folder/unet_lora/` (not the frozen base)."""
     from peft.utils import get_peft_model_state_dict
 
-    layers = {key: value.detach().float().contiguous() for key, value in get_peft_model_state_dict(unet, adapter_name=ADAPTER).items()}
+    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
+    layers = {key: value.detach().float().contiguous() for key, value in state.items()}
     metadata = unet.peft_config[ADAPTER].to_dict()
     StableDiffusionPipeline.save_lora_weights(
         Path(folder) / UNET_LORA_FOLDER, unet_lora_layers=layers, unet_lora_adapter_metadata=metadata, weight_name=LORA_FILE
@@ -89,4 +95,4 @@ def load_unet_lora(unet: torch.nn.Module, folder: Path) -> None:
     result = set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
     misfits = [*result.unexpected_keys, *(key for key in result.missing_keys if "lora_" in key)]
     if misfits:
-        raise OptionError(f"{folder}'s LoRA does not fit this recipe's (lora_rank, lora_modules): {misfits[0]}")
+        raise OptionError(f"{folder}'s LoRA does not fit the recipe's lora_rank and lora_modules: {misfits[0]}")
