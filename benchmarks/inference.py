@@ -16,6 +16,7 @@ cache, and `--portrait-weights`), else Stable Diffusion 1.5's architecture with 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import sys
@@ -28,7 +29,7 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 from PIL import ImageOps
 
-from portrait.commands import CommandParser, positive_int
+from portrait.commands import CommandParser, describe, positive_int
 from portrait.commands import run as run_command
 from portrait.engine import TINY, ModelSource, load_pipeline
 from portrait.errors import MissingWeightsError, OptionError
@@ -118,7 +119,10 @@ def seconds(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.device, runs: int) -> dict:
+def request_modes(pipe: PortraitBoothPipeline, settings: Settings) -> dict[str, Callable[[], object]]:
+    """Each kind of request on `pipe`'s modules, same prompt, seed and settings: plain diffusers, one person,
+    two people (regions; and in one pass where the two-people pipeline has `people_mode`), fast mode, and
+    face preprocessing alone."""
     plain = pipe.as_plain_pipeline()  # shares every module, so every option applies to both
     photo = example_face("astronaut")
     face = pipe.encode_faces(photo)
@@ -139,17 +143,51 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
         "fast": lambda: fast(PROMPT, face=face, generator=generator(), **{**common, **SAMPLERS["lcm"].arguments}),
         "preprocess": lambda: pipe.encode_faces(photo),
     }
+    if has_one_pass():
+        one_pass = dict(people_mode="one-pass", **common)
+        modes["pair_one_pass"] = lambda: several(PAIR_PROMPT, people, generator=generator(), **one_pass)
+    return modes
+
+
+def has_one_pass() -> bool:
+    """Whether the two-people pipeline can put both faces into one prompt and one UNet pass."""
+    return "people_mode" in inspect.signature(PortraitBoothPeoplePipeline.__call__).parameters
+
+
+def time_modes(
+    modes: dict[str, Callable[[], object]], device: torch.device, runs: int, errors: dict[str, str] | None = None
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds of each mode over `runs` alternating rounds after one warm-up round, and its peak GPU memory
+    (GiB, CUDA only). With `errors`, a mode that fails is recorded there in one line and left out from then
+    on, and the others go on; without, the failure propagates."""
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     peaks: dict[str, float] = {}
     for run in range(runs + 1):  # the first round warms up (allocations, kernels, compilation)
         for mode, work in modes.items():
+            if errors is not None and mode in errors:
+                continue
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            elapsed = seconds(work, device)
+            try:
+                elapsed = seconds(work, device)
+            except Exception as error:  # noqa: BLE001 - recorded; the other modes still run
+                if errors is None:
+                    raise
+                errors[mode] = describe(error)[0]
+                times.pop(mode)
+                peaks.pop(mode, None)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # what the failed request held goes back before the next one
+                continue
             if run:
                 times[mode].append(elapsed)
             if device.type == "cuda":
                 peaks[mode] = max(peaks.get(mode, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
+    return times, peaks
+
+
+def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.device, runs: int) -> dict:
+    times, peaks = time_modes(request_modes(pipe, settings), device, runs)
     median = {f"{mode}_s": statistics.median(values) for mode, values in times.items()}
     result = {
         **{key: round(value, 4) for key, value in median.items()},

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 # Files a PortraitBooth weights folder holds (written by `save_portrait_weights` and `save_pretrained`).
 STEA_FOLDER, UNET_FOLDER, ENCODER_FOLDER = "stea", "unet", "identity_encoder"
+# A UNet trained as a LoRA (train/memory.py): diffusers' LoRA file, fused into the base UNet on loading.
+UNET_LORA_FOLDER, LORA_FILE = "unet_lora", "pytorch_lora_weights.safetensors"
 PAPER_STEPS, PAPER_GUIDANCE = 50, 5.0
 
 
@@ -129,6 +131,8 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
             folder = base / ENCODER_FOLDER if is_portrait_folder else None
             kwargs["identity_encoder"] = _identity_encoder_for(kwargs["stea"], folder, identity_checkpoint, weights_dir, dtype)
         pipe = super().from_pretrained(base, **kwargs)
+        if portrait_weights is not None and (Path(portrait_weights) / UNET_LORA_FOLDER).is_dir():
+            fuse_unet_lora(pipe.unet, Path(portrait_weights))  # a UNet of its own, just loaded
         if not is_portrait_folder and "scheduler" not in kwargs:
             pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
         if not pipe.stea.is_trained:
@@ -162,6 +166,8 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
     def with_portrait_weights(self, folder: str | os.PathLike) -> "PortraitBoothPipeline":
         """These modules with trained STEA (and UNet) weights from `folder`, φ set to the feature STEA fuses."""
         modules = portrait_modules(Path(folder), self.unet.dtype)
+        if (Path(folder) / UNET_LORA_FOLDER).is_dir():  # fused into a copy: this pipeline's UNet stays as it is
+            modules["unet"] = fuse_unet_lora(modules.get("unet") or pycopy.deepcopy(self.unet), Path(folder))
         if "identity_encoder" not in modules:
             stea = modules["stea"]
             modules["identity_encoder"] = _matching(self.identity_encoder, stea) or _identity_encoder_for(stea, None, None, None, None)
@@ -396,6 +402,17 @@ def portrait_modules(folder: Path, dtype: torch.dtype | None = None) -> dict:
     if (folder / ENCODER_FOLDER).is_dir():
         modules["identity_encoder"] = _saved_encoder(folder / ENCODER_FOLDER, dtype)
     return modules
+
+
+def fuse_unet_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
+    """`unet` with the LoRA of `folder/unet_lora/` fused into its weights (changed in place, returned)."""
+    try:
+        unet.load_lora_adapter(str(folder / UNET_LORA_FOLDER), weight_name=LORA_FILE, prefix="unet", adapter_name="portraitbooth")
+    except (OSError, ValueError, RuntimeError) as error:
+        raise MissingWeightsError(f"{folder / UNET_LORA_FOLDER} holds no LoRA for this UNet: {error}") from None
+    unet.fuse_lora(adapter_names=["portraitbooth"])
+    unet.unload_lora()  # the fused weights stay; the LoRA layers go, so it is a plain UNet again
+    return unet
 
 
 def _saved_encoder(folder: Path, dtype: torch.dtype | None) -> IdentityEncoder | ClipImageEncoder:

@@ -68,6 +68,16 @@ def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: where PyTorch sees none they are skipped, with the reason."""
+    if torch.cuda.is_available():
+        return
+    no_cuda = pytest.mark.skip(reason="needs a CUDA GPU (python -m pytest -m gpu where there is one)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(no_cuda)
+
+
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
     """accelerate keeps one state per process; each test's training run starts its own, as a new process would."""

@@ -2,7 +2,7 @@
 
     OUT/checkpoints/step-000120/
         unet/, stea/        diffusers folders (config + safetensors), written by a save hook: usable as
-                            portrait weights as they are
+                            portrait weights as they are (unet_lora/ instead of unet/ for a LoRA recipe)
         optimizer.bin, scheduler.bin, random_states_0.pkl (and scaler.pt with fp16): accelerate's files
 
 The models are read back from their safetensors by a load hook; accelerate reads its own files with
@@ -23,6 +23,8 @@ from safetensors.torch import load_file
 from portrait.errors import DataError
 from portrait.files import atomic_path
 from portrait.stea import STEA
+
+from .memory import has_lora, load_unet_lora, save_unet_lora
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -65,17 +67,27 @@ def register_model_hooks(accelerator: Accelerator) -> None:
 
     def save(models, weights, output_dir) -> None:
         for model in models:
-            unwrapped = accelerator.unwrap_model(model)
-            unwrapped.save_pretrained(Path(output_dir) / _part_name(unwrapped))
+            save_part(accelerator.unwrap_model(model), Path(output_dir))
         weights.clear()  # the folders hold them: accelerate writes no second copy
 
     def load(models, input_dir) -> None:
         while models:
             unwrapped = accelerator.unwrap_model(models.pop())
-            unwrapped.load_state_dict(load_file(Path(input_dir) / _part_name(unwrapped) / WEIGHTS_FILE))
+            if has_lora(unwrapped):
+                load_unet_lora(unwrapped, Path(input_dir))
+            else:
+                unwrapped.load_state_dict(load_file(Path(input_dir) / _part_name(unwrapped) / WEIGHTS_FILE))
 
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
+
+
+def save_part(model, folder: Path) -> None:
+    """One trained model in its folder of a weights folder; of a UNet with a LoRA, the LoRA alone."""
+    if has_lora(model):
+        save_unet_lora(model, folder)
+    else:
+        model.save_pretrained(folder / _part_name(model))
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> Path:
@@ -97,8 +109,8 @@ def load_checkpoint(accelerator: Accelerator, folder: Path) -> int:
 
 
 def save_final_weights(folder: Path, weights: dict) -> None:
-    """The trained weights as portrait weights (unet/, stea/, and identity_encoder/ when it was trained),
-    replaced only when complete."""
+    """The trained weights as portrait weights (unet/ or unet_lora/, stea/, and identity_encoder/ when it
+    was trained), replaced only when complete."""
     with atomic_path(folder) as partial:
-        for name, model in weights.items():
-            model.save_pretrained(partial / name)
+        for model in weights.values():
+            save_part(model, partial)

@@ -56,6 +56,11 @@ class TrainConfig:
     use_8bit_adam: bool = False
     mixed_precision: str = "bf16"  # "no", "fp16", "bf16"
     gradient_checkpointing: bool = True
+    # one GPU's memory (README, "Hardware"; the device check measures each); use_8bit_adam above is CUDA only
+    allow_tf32: bool = False  # TF32 for fp32 matrix products on Ampere and newer GPUs (faster, 10-bit mantissa)
+    lora_rank: int = 0  # 0: the whole UNet trains; r > 0: a rank-r LoRA on its attention layers (STEA trains fully)
+    lora_alpha: float | None = None  # the LoRA's scale is alpha / rank; default alpha = rank (scale 1)
+    lora_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # the UNet layers that get a LoRA
     seed: int = 0
     # bookkeeping
     log_every: int = 10

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 from portrait.commands import CommandParser, positive_int
 from portrait.commands import run as run_command
 from portrait.engine import ModelSource, load_pipeline
-from portrait.errors import OptionError
 from portrait.identity import load_identity_encoder
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
@@ -41,6 +40,7 @@ from .checkpoints import load_checkpoint, register_model_hooks, resolve_resume, 
 from .config import TrainConfig
 from .dataset import Draw, PortraitDataset, StepBatchSampler, collate, training_samples
 from .losses import decoded_face_embedding, identity_loss, localization_loss, noise_loss, one_step_reverse
+from .memory import adamw_class, add_unet_lora, set_tf32
 
 logger = logging.getLogger("train")
 
@@ -202,6 +202,11 @@ class Session:
     def trained(self) -> list[torch.nn.Module]:
         return [module for module in (self.unet, self.stea, self.fusion) if module is not None]
 
+    @property
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimiser changes: everything trained, but a LoRA-trained UNet's frozen base."""
+        return trainable_parameters(self.trained)
+
     def weights(self) -> dict[str, torch.nn.Module]:
         """What training changed, unwrapped and named as in a PortraitBooth weights folder."""
         unwrap = self.accelerator.unwrap_model
@@ -210,8 +215,11 @@ class Session:
 
     @classmethod
     def start(cls, config: TrainConfig, accelerator: Accelerator, output: Path | None = None, resume: str | None = None) -> "Session":
-        """Frozen VAE, text encoder and φ in the mixed-precision dtype; UNet and STEA trainable; resumed if asked."""
+        """Frozen VAE, text encoder and φ in the mixed-precision dtype; UNet (or its LoRA) and STEA trainable;
+        resumed if asked."""
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+        optimizer_class = adamw_class(config, accelerator.device)  # said before any model is loaded
+        set_tf32(config.allow_tf32, accelerator.device)
         models = build_models(config)
         fusion = models.identity_encoder.train() if config.train_fusion_encoder else None
         for frozen in {models.vae, models.text_encoder, models.identity_encoder, models.loss_encoder} - {fusion}:
@@ -219,20 +227,15 @@ class Session:
             if dtype != torch.float32:
                 frozen.to(dtype)
         unet, stea = models.unet.train(), models.stea.train()
+        if config.lora_rank:
+            add_unet_lora(unet, config, dtype)
         trained = [unet, stea, *([fusion] if fusion is not None else [])]
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             models.vae.enable_gradient_checkpointing()  # the DIP decode keeps its graph
         store = install_attention_capture(unet, config.ecac_layers) if config.localization_weight > 0 else None
-        optimizer_class = torch.optim.AdamW
-        if config.use_8bit_adam:
-            try:
-                import bitsandbytes
-            except ImportError as error:
-                raise OptionError("use_8bit_adam needs bitsandbytes: pip install bitsandbytes") from error
-            optimizer_class = bitsandbytes.optim.AdamW8bit
         optimizer = optimizer_class(
-            [parameter for module in trained for parameter in module.parameters()],
+            trainable_parameters(trained),
             lr=config.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.adam_weight_decay,
@@ -259,12 +262,15 @@ class Session:
         with accelerator.autocast():
             losses = self.objective(self.unet, self.stea, batch, generator, self.fusion)
         accelerator.backward(losses["total"])
-        parameters = [parameter for module in self.trained for parameter in module.parameters()]
-        accelerator.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        accelerator.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return losses
+
+
+def trainable_parameters(modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
+    return [parameter for module in modules for parameter in module.parameters() if parameter.requires_grad]
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
