@@ -39,8 +39,8 @@ HUB_ID = "mit-han-lab/fastcomposer"
 CHECKPOINT_FILE = "pytorch_model.bin"
 LICENCE = "MIT"
 IMAGE_MARKER = "img"  # FastComposer's marker word, after the word that names a person
-# The vision tower the checkpoint holds, per base: CLIP ViT-L/14 for SD 1.5, the tiny CLIP for the tiny presets.
-VISION_FOR_PRESET = {"tiny": TINY_VISION, "drawn": TINY_VISION}
+KNOWN_VISION = (VIT_L14_VISION, TINY_VISION)  # what their checkpoint holds (ViT-L/14), and our tests' tiny stand-in
+VISION_PREFIX = "image_encoder.vision_model."
 
 # checkpoint prefix → (pipeline slot, prefix inside that module, the sub-groups FastComposerModel has)
 KEY_GROUPS = {
@@ -114,12 +114,41 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def vision_config_of(state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict:
+    """The CLIP vision tower's config, read off the checkpoint's shapes (their vision tower is not the base's).
+    Shapes do not say the number of attention heads: it is the known tower's of that width (ViT-L/14: 16),
+    else CLIP's 64-wide heads."""
+    needed = {
+        "hidden": VISION_PREFIX + "embeddings.class_embedding",
+        "patch": VISION_PREFIX + "embeddings.patch_embedding.weight",
+        "positions": VISION_PREFIX + "embeddings.position_embedding.weight",
+        "mlp": VISION_PREFIX + "encoder.layers.0.mlp.fc1.weight",
+        "projection": "image_encoder.visual_projection.weight",
+    }
+    absent = [key for key in needed.values() if key not in state]
+    if absent:
+        raise DataError(f"{source} does not fit FastComposer's layout: missing {_keys_text(absent)}")
+    hidden = state[needed["hidden"]].shape[0]
+    patch = state[needed["patch"]].shape[-1]
+    layers = 1 + max(int(key[len(VISION_PREFIX + "encoder.layers.") :].split(".")[0]) for key in state if key.startswith(VISION_PREFIX + "encoder.layers."))
+    known = next((config for config in KNOWN_VISION if config["hidden_size"] == hidden), None)
+    return {
+        **(known or {}),
+        "hidden_size": hidden,
+        "intermediate_size": state[needed["mlp"]].shape[0],
+        "num_hidden_layers": layers,
+        "num_attention_heads": known["num_attention_heads"] if known else max(1, hidden // 64),
+        "patch_size": patch,
+        "image_size": patch * round((state[needed["positions"]].shape[0] - 1) ** 0.5),
+        "projection_dim": state[needed["projection"]].shape[0],
+    }
+
+
 def fastcomposer_modules(
     state: dict[str, torch.Tensor],
     unet_config: dict,
     text_config: CLIPTextConfig,
     tokenizer: CLIPTokenizer,
-    vision_config: dict,
     source: str = "checkpoint",
 ) -> tuple[dict, LoadReport]:
     """The pipeline modules a FastComposer state dict fills (unet, text_encoder, tokenizer, identity_encoder,
@@ -131,6 +160,7 @@ def fastcomposer_modules(
         tokenizer.add_tokens([IMAGE_MARKER], special_tokens=True)
         report.img_token_added = True
     text_dim = text_config.hidden_size
+    vision_config = vision_config_of(state, source)
     modules = {
         "unet": UNet2DConditionModel.from_config(unet_config),
         "text_encoder": CLIPTextModel(CLIPTextConfig(**{**text_config.to_dict(), "vocab_size": len(tokenizer)})),
@@ -235,8 +265,7 @@ def load_fastcomposer_pipeline(
             CLIPTokenizer.from_pretrained(root / "tokenizer"),
         )
     path = checkpoint_path(spec)
-    vision = VISION_FOR_PRESET.get(base, VIT_L14_VISION)
-    modules, report = fastcomposer_modules(read_checkpoint(path), *configs, vision, source=str(path))
+    modules, report = fastcomposer_modules(read_checkpoint(path), *configs, source=str(path))
     logger.info(report.line(str(path)))
     if base in PRESETS:
         return plain.with_modules(**modules)

@@ -15,9 +15,9 @@ from PIL import ImageOps
 from portrait.cli import main as portrait_main
 from portrait.engine import ModelSource, identity_model_line, load_pipeline
 from portrait.errors import DataError, PromptError
-from portrait.fastcomposer import fastcomposer_modules
+from portrait.fastcomposer import fastcomposer_modules, vision_config_of
 from portrait.identity.clip_features import TINY_VISION
-from portrait.identity.fastcomposer_image import face_crop_box, pad_to_square, prepare_reference
+from portrait.identity.fastcomposer_image import VIT_L14_VISION, face_crop_box, pad_to_square, prepare_reference
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.postfuse import FastComposerFusion
 from portrait.presets import build_random_components
@@ -82,6 +82,21 @@ def test_every_key_group_of_their_checkpoint_is_used_or_named(extra_token_row, c
         assert pipe.tokenizer.convert_tokens_to_ids("img") == len(pipe.tokenizer) - 1
 
 
+def test_the_vision_tower_is_read_off_the_checkpoint():
+    shapes = {
+        "embeddings.class_embedding": (1024,), "embeddings.patch_embedding.weight": (1024, 3, 14, 14),
+        "embeddings.position_embedding.weight": (257, 1024),
+        **{f"encoder.layers.{i}.mlp.fc1.weight": (4096, 1024) for i in range(24)},
+    }  # fmt: skip
+    state = {f"image_encoder.vision_model.{key}": torch.empty(shape, device="meta") for key, shape in shapes.items()}
+    state["image_encoder.visual_projection.weight"] = torch.empty(768, 1024, device="meta")
+    assert vision_config_of(state) == VIT_L14_VISION  # their checkpoint's tower: CLIP ViT-L/14
+    tiny = vision_config_of(their_layout().state_dict())
+    assert {key: tiny[key] for key in TINY_VISION} == TINY_VISION
+    with pytest.raises(DataError, match="missing image_encoder.visual_projection.weight"):
+        vision_config_of({key: value for key, value in state.items() if "projection" not in key})
+
+
 @pytest.mark.parametrize(
     "change, named",
     [
@@ -95,7 +110,7 @@ def test_a_wrong_key_or_shape_is_one_line_naming_it(change, named):
     state = their_layout().state_dict()
     change(state)
     with pytest.raises(DataError) as caught:
-        fastcomposer_modules(state, *tiny_base(), TINY_VISION, source="their.bin")
+        fastcomposer_modules(state, *tiny_base(), source="their.bin")
     message = str(caught.value)
     assert named in message and "\n" not in message and message.startswith("their.bin does not fit")
 
@@ -167,8 +182,8 @@ def test_identity_start_defaults_to_their_demo_and_the_first_steps_see_the_plain
 
 
 def test_the_reference_is_prepared_as_their_inference_does():
-    assert face_crop_box((100, 100, 140, 150), 400, 300) == (58, 62, 183, 187)  # 2.5 × 50 px, centred on the face
-    assert face_crop_box((0, 0, 40, 40), 400, 300) == (0, 0, 70, 70)  # clipped to the photo
+    assert face_crop_box((100, 100, 140, 150), 400, 300) == (45, 50, 195, 200)  # 3 × 50 px, centred on the face
+    assert face_crop_box((0, 0, 40, 40), 400, 300) == (0, 0, 80, 80)  # clipped to the photo
     wide = torch.ones(1, 2, 6)
     assert pad_to_square(wide)[0, :, 0].tolist() == [0, 0, 1, 1, 0, 0]  # black above and below, content centred
     square = prepare_reference(np.full((4, 2, 3), 255, np.uint8), 4)

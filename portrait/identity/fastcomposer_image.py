@@ -19,7 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401 - diffusers
 from ..face.analyzer import FaceAnalysis
 from .clip_features import ClipImageEncoder
 
-CROP_SCALE = 2.5  # crop side / longer side of the detector's face box: head, hair and a little of the shoulders
+CROP_SCALE = 3.0  # crop side / longer side of the detector's face box: head, hair and a little of the shoulders
 
 VIT_L14_VISION = dict(
     hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
