@@ -130,7 +130,8 @@ def vision_config_of(state: dict[str, torch.Tensor], source: str = "checkpoint")
         raise DataError(f"{source} does not fit FastComposer's layout: missing {_keys_text(absent)}")
     hidden = state[needed["hidden"]].shape[0]
     patch = state[needed["patch"]].shape[-1]
-    layers = 1 + max(int(key[len(VISION_PREFIX + "encoder.layers.") :].split(".")[0]) for key in state if key.startswith(VISION_PREFIX + "encoder.layers."))
+    layer_prefix = VISION_PREFIX + "encoder.layers."
+    layers = 1 + max(int(key[len(layer_prefix) :].split(".")[0]) for key in state if key.startswith(layer_prefix))
     known = next((config for config in KNOWN_VISION if config["hidden_size"] == hidden), None)
     return {
         **(known or {}),
@@ -161,6 +162,11 @@ def fastcomposer_modules(
         report.img_token_added = True
     text_dim = text_config.hidden_size
     vision_config = vision_config_of(state, source)
+    if vision_config["projection_dim"] != text_dim:
+        raise DataError(
+            f"{source} does not fit this base: image_encoder.visual_projection.weight gives {vision_config['projection_dim']}-d "
+            f"image embeddings where the base's text encoder is {text_dim}-d"
+        )
     modules = {
         "unet": UNet2DConditionModel.from_config(unet_config),
         "text_encoder": CLIPTextModel(CLIPTextConfig(**{**text_config.to_dict(), "vocab_size": len(tokenizer)})),
@@ -201,12 +207,11 @@ def _split(state: dict[str, torch.Tensor], modules: dict, report: LoadReport, so
             continue
         slot, inner, _ = groups_here[prefix]
         pieces[slot][inner + key[len(prefix) :]] = value
-    misfits = [], unknown, []
+    missing, unexpected, shapes = [], unknown, []
     for prefix, (slot, inner, _) in groups_here.items():
         found = _misfits(pieces[slot], modules[slot].state_dict(), lambda name: prefix + name[len(inner) :])
-        for collected, more in zip(misfits, found):
-            collected += more
-    _refuse_misfits(source, *misfits)
+        missing, unexpected, shapes = missing + found[0], unexpected + found[1], shapes + found[2]
+    _refuse_misfits(source, missing, unexpected, shapes)
     return pieces
 
 

@@ -23,7 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .prompts import EMOTION_WORDS, IDENTITY_WORDS
-from .stea import NO_IDENTITY, replace_tokens
+from .stea import replace_tokens
 
 FASTCOMPOSER_ENCODER = "fastcomposer_clip_vit_l14"  # the identity encoder it reads: CLIP image embedding of a face crop
 DEMO_ALPHA = 0.75  # their Gradio demo's default share of the steps that carry the face
@@ -94,4 +94,4 @@ class FastComposerFusion(ModelMixin, ConfigMixin):
         return replace_tokens(text_embeds, token_index, lambda tokens: self.fuse(tokens, identity_features))
 
 
-__all__ = ["DEMO_ALPHA", "FASTCOMPOSER_ENCODER", "FastComposerFusion", "NO_IDENTITY", "PostfuseMLP"]
+__all__ = ["DEMO_ALPHA", "FASTCOMPOSER_ENCODER", "FastComposerFusion", "PostfuseMLP"]
