@@ -14,13 +14,22 @@ from PIL import Image
 
 from .commands import CommandParser
 from .commands import run as run_command
-from .engine import TINY, ModelSource, add_model_arguments, identity_model_line, load_engine, load_pipeline, model_source, safety_modules
+from .engine import (
+    TINY,
+    ModelSource,
+    add_model_arguments,
+    identity_model_line,
+    load_engine,
+    load_pipeline,
+    model_source,
+    safety_modules,
+)
 from .errors import MissingWeightsError, OptionError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
-from .files import atomic_path
-from .images import load_image
 from .fastcomposer import CHECKPOINT_FILE as FASTCOMPOSER_FILE
 from .fastcomposer import NAME as FASTCOMPOSER
+from .files import atomic_path
+from .images import load_image
 from .loading import BASE_MODEL_ID
 from .multi import PEOPLE_MODES, Person, PortraitBoothPeoplePipeline, describe_region
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS

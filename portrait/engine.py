@@ -131,7 +131,7 @@ def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
     values = dict(
         base=TINY if args.tiny else args.base,
         portrait_weights=args.portrait_weights,
-        identity_model=args.identity_model,
+        identity_model=args.identity_model or None,  # an empty $PORTRAIT_IDENTITY_MODEL means PortraitBooth
         identity_checkpoint=args.identity_checkpoint,
         weights_dir=args.weights_dir,
         device=args.device,
