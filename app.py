@@ -2,6 +2,7 @@
 
     python app.py                     # real weights when present, else the tiny preset with a banner
     python app.py --tiny --port 7860  # tiny untrained models, never touches the network
+    python app.py --identity-model fastcomposer  # FastComposer's published weights (MIT) instead of PortraitBooth's
 
 Named API endpoints (gradio_client): detect_face, generate, generate_pair.
 Every picture passes SD 1.5's safety checker and carries an invisible watermark and "AI-generated"
@@ -22,7 +23,7 @@ import gradio as gr
 
 from portrait.commands import CommandParser, port, positive_int
 from portrait.commands import run as run_command
-from portrait.engine import TINY, add_model_arguments, load_engine, model_source
+from portrait.engine import TINY, add_model_arguments, identity_model_line, load_engine, model_source
 from portrait.errors import MissingWeightsError
 from portrait.images import load_image
 from portrait.prompts import EMOTION_WORDS
@@ -84,12 +85,13 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
         pipe = load_engine(source)
     except MissingWeightsError as error:
         logger.warning("%s; starting on the tiny preset", error)
-        source = dataclasses.replace(source, base=TINY, portrait_weights=None)
+        source = dataclasses.replace(source, base=TINY, portrait_weights=None, identity_model=None)
         pipe = load_engine(source)
         banner = f"{TINY_BANNER}<br>Missing: {error}"
     lcm = args.lcm_lora if args.lcm_lora is not None else (None if source.base == TINY else LCM_LORA_ID)
     if banner is None and not pipe.stea.is_trained:
         banner = UNTRAINED_BANNER
+    banner = "<br>".join(line for line in (banner, identity_model_line(pipe)) if line)  # which model runs, and its licence
     adapters = Adapters.load(pipe, lcm or None, args.lora)
     example = load_image(ASSETS / "faces" / "astronaut.png")  # assets/ holds the app's examples (assets/README.md)
     return PortraitService(pipe, Limits(max_images=args.max_images), example, adapters), banner
@@ -147,8 +149,9 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     controls = generation_controls(service, "Square 1:1")
                     with gr.Accordion("Identity strength", open=False):
                         identity_start = gr.Slider(
-                            0.0, 0.9, value=0.0, step=0.05, label="Start the face after this share of the steps (0 = paper)"
-                        )
+                            0.0, 0.9, value=service.pipe.stea.default_identity_start(50), step=0.02,
+                            label="Start the face after this share of the steps (0 = PortraitBooth's paper; FastComposer's demo: 0.26)",
+                        )  # fmt: skip
                     with gr.Row():
                         run = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop = gr.Button("Stop", variant="stop")

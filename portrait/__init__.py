@@ -13,7 +13,9 @@ from .errors import (
 )
 from .identity.clip_features import ClipImageEncoder
 from .identity.encoder import IdentityEncoder
+from .identity.fastcomposer_image import FastComposerImageEncoder
 from .pipeline import FaceEncoding, PortraitBoothPipeline, PortraitBoothPipelineOutput
+from .postfuse import FastComposerFusion
 from .stea import STEA
 
 # diffusers finds saved components by importing this package and looking up their class names.
@@ -23,6 +25,8 @@ __all__ = [
     "FaceEncoding",
     "FaceError",
     "FaceTooSmallError",
+    "FastComposerFusion",
+    "FastComposerImageEncoder",
     "IdentityEncoder",
     "InvalidImageError",
     "MissingWeightsError",

@@ -1,8 +1,10 @@
-"""`portrait` (`python -m portrait`): `generate` portraits from a selfie and a prompt as PNG files; `verify` their watermark."""
+"""`portrait` (`python -m portrait`): `generate` portraits from a selfie and a prompt as PNG files; `verify` their watermark;
+`convert fastcomposer PATH OUT` writes FastComposer's checkpoint as a pipeline folder that loads offline."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 from pathlib import Path
@@ -12,16 +14,28 @@ from PIL import Image
 
 from .commands import CommandParser
 from .commands import run as run_command
-from .engine import add_model_arguments, load_engine, model_source
-from .errors import OptionError
+from .engine import (
+    TINY,
+    ModelSource,
+    add_model_arguments,
+    identity_model_line,
+    load_engine,
+    load_pipeline,
+    model_source,
+    safety_modules,
+)
+from .errors import MissingWeightsError, OptionError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
+from .fastcomposer import CHECKPOINT_FILE as FASTCOMPOSER_FILE
+from .fastcomposer import NAME as FASTCOMPOSER
 from .files import atomic_path
 from .images import load_image
-from .multi import Person, PortraitBoothPeoplePipeline, describe_region
+from .loading import BASE_MODEL_ID
+from .multi import PEOPLE_MODES, Person, PortraitBoothPeoplePipeline, describe_region
 from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
 from .provenance import has_watermark, png_info
-from .runtime import seeded_generators
+from .runtime import DTYPES, seeded_generators
 from .safety import FLAGGED_NOTE
 from .speed import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
 from .weights_command import add_weights_parser, run_weights
@@ -60,7 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora", action="append", type=parse_lora, default=[], metavar="PATH_OR_ID[:SCALE]",
         help=f"a LoRA to apply, repeatable: {LCM_LORA_ID} for --scheduler lcm, or a style LoRA",
     )  # fmt: skip
-    gen.add_argument("--identity-start", type=float, default=0.0, help="fraction of steps before the face is used")
+    gen.add_argument(
+        "--identity-start", type=float,
+        help="fraction of steps before the face is used (default: the identity model's: 0 PortraitBooth, 0.26 at 50 steps FastComposer)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--people-mode", choices=PEOPLE_MODES,
+        help="several people: one-pass (one prompt, one UNet pass) or regions (MultiDiffusion); default: the identity model's",
+    )  # fmt: skip
     gen.add_argument("--region", action="append", metavar="X0,Y0,X1,Y1", help="several people: where each goes (fractions)")
     gen.add_argument("--split", type=float, default=0.5, help="several people: left/right border, fraction of the width")
     gen.add_argument("--overlap", type=float, default=0.1, help="several people: width of the soft border")
@@ -71,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
     add_model_arguments(gen)
+    convert = commands.add_parser("convert", help="write a third-party checkpoint as a pipeline folder that loads offline")
+    convert.add_argument("kind", choices=[FASTCOMPOSER], help="the checkpoint's model")
+    convert.add_argument("checkpoint", metavar="PATH", help=f"their {FASTCOMPOSER_FILE}, or `{FASTCOMPOSER}` for the hub's")
+    convert.add_argument("out", type=Path, metavar="OUT", help="new folder; load it with --base OUT or --identity-model OUT")
+    convert.add_argument("--base", default=BASE_MODEL_ID, help="the SD 1.5 it was fine-tuned from (hub id or folder)")
+    convert.add_argument("--tiny", action="store_true", help="a checkpoint for the tiny preset (tests)")
+    convert.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="precision of the written weights")
     verify = commands.add_parser("verify", help="say whether pictures carry PortraitBooth's invisible watermark")
     verify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     add_weights_parser(commands)
@@ -125,10 +153,14 @@ def generate(args: argparse.Namespace) -> list[Path]:
     else:
         people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
         several = pipe.with_modules(PortraitBoothPeoplePipeline)
-        result = several(args.prompt, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common)
-        for index, (sources, placed, mask) in enumerate(zip(args.face, result.prompts, result.regions), start=1):
+        result = several(
+            args.prompt, people_list, people_mode=args.people_mode, split=args.split, overlap=args.overlap,
+            scene_weight=args.scene_weight, **common,
+        )  # fmt: skip
+        places = [describe_region(mask) for mask in result.regions] if result.regions else ["placed by the prompt"] * people
+        for index, (sources, placed, place) in enumerate(zip(args.face, result.prompts, places), start=1):
             word = placed.text[slice(*placed.identity_span)]
-            print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {describe_region(mask)}")
+            print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {place}")
     prompt = result.prompts[0]
     if prompt.notice:
         print(prompt.notice)
@@ -141,14 +173,30 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "scheduler": args.scheduler,
         "steps": str(args.steps),
         "guidance": str(args.guidance),
-        "identity_start": str(args.identity_start),
+        "identity_start": "model default" if args.identity_start is None else str(args.identity_start),
         "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
+        "identity_model": identity_model_line(pipe),
     }
     return [
         save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed)})
         for image_seed, image in zip(seeds, result.images)
     ]
+
+
+def convert(args: argparse.Namespace) -> Path:
+    """FastComposer's checkpoint on its base, written (atomically) as a pipeline folder with safetensors and configs;
+    the base's safety checker goes with it when it is here, so the folder alone serves the app offline."""
+    base = TINY if args.tiny else args.base
+    source = ModelSource(base=base, identity_model=args.checkpoint, safety_checker=False, device="cpu", dtype=args.dtype)
+    pipe = load_pipeline(source)
+    try:
+        pipe = pipe.with_modules(**safety_modules(dataclasses.replace(source, safety_checker=True)))
+    except MissingWeightsError as error:
+        print(f"written without a safety checker ({error})")
+    with atomic_path(args.out) as partial:
+        pipe.save_pretrained(partial, safe_serialization=True)
+    return args.out
 
 
 def verify(paths: list[Path]) -> int:
@@ -208,6 +256,9 @@ def _main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("diffusers", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.command == "convert":
+        print(f"wrote {convert(args)}")
+        return 0
     for path in generate(args):
         print(f"wrote {path}")
     return 0

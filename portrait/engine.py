@@ -15,7 +15,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import OptionError
 from .face.analyzer import FaceAnalyzer
+from .fastcomposer import HUB_ID as FASTCOMPOSER_HUB_ID
+from .fastcomposer import LICENCE as FASTCOMPOSER_LICENCE
+from .fastcomposer import is_fastcomposer, load_fastcomposer_pipeline
 from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from .pipeline import PortraitBoothPipeline
 from .presets import PRESETS
@@ -40,6 +44,7 @@ class ModelSource:
     identity_checkpoint: Path | None = None  # φ's third-party state dict (default: the weights folder's file)
     weights_dir: Path | None = None  # third-party weight files (default $PORTRAIT_WEIGHTS_DIR or ./weights)
     untrained_stea: bool = False  # a zero-residual STEA, whatever the weights hold: plain Stable Diffusion
+    identity_model: str | None = None  # FastComposer instead of PortraitBooth: `fastcomposer` (hub), its .bin, or a converted folder
     safety_checker: bool = True  # SD 1.5's safety checker (portrait/safety.py); off for research use only
     watermark: bool = True  # an invisible watermark in every picture (portrait/provenance.py); off for research only
     detector: str = "auto"  # face detector of `load_engine`: auto, retinaface or mtcnn
@@ -58,7 +63,11 @@ def load_pipeline(source: ModelSource) -> PortraitBoothPipeline:
         raise ValueError("feature_layer chooses what a new, untrained STEA fuses; trained weights name their own")
     device = pick_device(source.device)
     dtype = pick_dtype(device, source.dtype)
-    if source.is_preset:
+    if source.identity_model is not None:
+        if source.portrait_weights is not None or source.untrained_stea:
+            raise OptionError("--identity-model runs FastComposer; it cannot be combined with PortraitBooth weights or an untrained STEA")
+        pipe = load_fastcomposer_pipeline(source.base, source.identity_model, seed=source.seed, dtype=dtype)
+    elif source.is_preset:
         pipe = PortraitBoothPipeline.from_random_preset(source.base, seed=source.seed)
         if source.portrait_weights is not None:
             pipe = pipe.with_portrait_weights(source.portrait_weights)
@@ -90,6 +99,7 @@ def load_engine(source: ModelSource) -> PortraitBoothPipeline:
     pipe = load_pipeline(source)
     if source.base == TINY:
         logger.warning(TINY_NOTICE)
+    logger.info(identity_model_line(pipe))
     pipe.face_analyzer = FaceAnalyzer.load(source.detector, weights_dir=source.weights_dir, device=pipe.device)
     return pipe
 
@@ -102,6 +112,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--portrait-weights", type=Path, default=env("PORTRAIT_WEIGHTS"), help="trained weights folder, stea/ unet/ ($PORTRAIT_WEIGHTS)"
     )
+    parser.add_argument(
+        "--identity-model", default=env("PORTRAIT_IDENTITY_MODEL"), metavar="fastcomposer|PATH",
+        help="run FastComposer (MIT licence) instead of PortraitBooth: the hub checkpoint, its pytorch_model.bin, "
+        "or a folder `portrait convert` wrote ($PORTRAIT_IDENTITY_MODEL)",
+    )  # fmt: skip
     parser.add_argument("--identity-checkpoint", type=Path, help="identity encoder .pth (default: the weights folder)")
     parser.add_argument("--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or ./weights)")
     parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when present)")
@@ -116,6 +131,7 @@ def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
     values = dict(
         base=TINY if args.tiny else args.base,
         portrait_weights=args.portrait_weights,
+        identity_model=args.identity_model or None,  # an empty $PORTRAIT_IDENTITY_MODEL means PortraitBooth
         identity_checkpoint=args.identity_checkpoint,
         weights_dir=args.weights_dir,
         device=args.device,
@@ -126,3 +142,12 @@ def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
     )
     return ModelSource(**{**values, **overrides})
 
+
+
+def identity_model_line(pipe: PortraitBoothPipeline) -> str:
+    """Which identity model runs and under what licence: for the app's banner and the CLI's log."""
+    base = "Stable Diffusion 1.5 (CreativeML OpenRAIL-M)"
+    if is_fastcomposer(pipe):
+        return f"Identity model: FastComposer ({FASTCOMPOSER_HUB_ID}, {FASTCOMPOSER_LICENCE} licence) on {base}"
+    state = "trained weights" if pipe.stea.is_trained else "untrained STEA: pictures follow the prompt, not the face"
+    return f"Identity model: PortraitBooth ({state}; code Apache-2.0) on {base}"

@@ -1,6 +1,10 @@
-"""Several people in one picture: MultiDiffusion-style region fusion at every denoising step.
+"""Several people in one picture, in one of two modes (`people_mode`):
 
-PortraitBooth trains on one person per image; two people are composed at inference. Every step
+- `one-pass` (FastComposer's way, its default): one prompt holds every face at its own word, and each
+  step is one ordinary guided UNet pass; the prompt alone places the people.
+- `regions` (MultiDiffusion, the paper's way, PortraitBooth's default), below.
+
+PortraitBooth trains on one person per image; two people are composed at inference. In regions mode every step
 predicts the noise of the whole canvas once per branch, all branches in one batched UNet call:
 - the scene branch: the scene prompt with every person's face at their own identity word;
 - one branch per person: the scene prompt with only that person's face;
@@ -30,6 +34,7 @@ from .pipeline import (
 )
 from .prompts import build_subject_prompts
 
+PEOPLE_MODES = ("one-pass", "regions")
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the canvas width and height
 Region = Union[Box, np.ndarray, torch.Tensor, Image.Image]  # a box, or a mask of any size in [0, 1] (or 0/255)
 
@@ -134,12 +139,18 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
-        identity_start: float = 0.0,
+        identity_start: float | None = None,
+        people_mode: str | None = None,
         scene_weight: float = 0.3,
         split: float = 0.5,
         overlap: float = 0.1,
     ) -> PortraitBoothPipelineOutput | tuple:
-        """One picture of several people; `output.prompts[i]` and `output.regions[i]` say where person i went.
+        """One picture of several people; `output.prompts[i]` (and in regions mode `output.regions[i]`) say
+        where person i went.
+
+        people_mode: `one-pass` (every face in one prompt, one UNet pass per step) or `regions`
+            (MultiDiffusion); default: the identity model's (regions for PortraitBooth, one-pass for FastComposer).
+            Regions, split, overlap and scene_weight only matter in regions mode.
 
         people: each with a face encoding, and optionally an identity word, an expression and a
             region (a box in canvas fractions or a mask); default regions are side-by-side strips
@@ -147,8 +158,16 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         scene_weight: the weight of the scene branch (the whole prompt with every face) everywhere.
         Everything else is as in `PortraitBoothPipeline.__call__`.
         """
+        people_mode = people_mode or self.stea.default_people_mode
+        if people_mode not in PEOPLE_MODES:
+            raise OptionError(f"people_mode must be one of {', '.join(PEOPLE_MODES)}, got {people_mode!r}")
+        regions = people_mode == "regions"
         if scene_weight <= 0:
             raise OptionError("scene_weight must be positive: the scene prompt has to cover the whole canvas")
+        if not regions and any(person.region is not None for person in people):
+            raise OptionError("Regions place people in regions mode only; in one-pass mode the prompt places them")
+        if identity_start is None:
+            identity_start = self.stea.default_identity_start(num_inference_steps)
         check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width, guidance_scale)
         config = self.stea.config
         prompts = build_subject_prompts(
@@ -162,9 +181,9 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         masks = [
             region_mask(person.region, height, width) if person.region is not None else default
             for person, default in zip(people, default_regions(len(people), height, width, split, overlap))
-        ]
+        ] if regions else []  # fmt: skip
         device = self._execution_device
-        with_faces, text_only = self._branch_conditions(prompts, people, negative_prompt, num_images_per_prompt)
+        with_faces, text_only = self._branch_conditions(prompts, people, negative_prompt, num_images_per_prompt, regions)
         start_step = round(identity_start * num_inference_steps)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -200,25 +219,26 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
             images = self.marked(self.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=denormalize), output_type)
         self.maybe_free_model_hooks()
         faces = [analysis for person in people for analysis in person.face.analyses]
-        output = PortraitBoothPipelineOutput(images, flagged, prompts, faces, masks)
+        output = PortraitBoothPipelineOutput(images, flagged, prompts, faces, masks or None)
         return output if return_dict else (output.images, output.nsfw_content_detected)
 
     def _branch_conditions(
-        self, prompts: list, people: Sequence[Person], negative_prompt: str | None, num_images: int
+        self, prompts: list, people: Sequence[Person], negative_prompt: str | None, num_images: int, regions: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(with faces, text only): [unconditional (with guidance); scene; person 1; ...], each `num_images` rows.
+        """(with faces, text only): [unconditional (with guidance); scene; person 1; ...], each `num_images` rows;
+        one-pass mode (`regions=False`) has no person branches.
 
         The scene branch holds every person's face at their own word; each person's branch only theirs.
         """
         negative = [negative_prompt] if negative_prompt is not None else None
         device = self._execution_device
         text, unconditional = self.encode_prompt([prompts[0].text], device, num_images, self.do_classifier_free_guidance, negative)
-        personal = [self.add_identity(text, [p], person.face, num_images) for p, person in zip(prompts, people)]
+        personal = [self.add_identity(text, [p], person.face, num_images) for p, person in zip(prompts, people)] if regions else []
         scene = text
         for identity_prompt, person in zip(prompts, people):
             scene = self.add_identity(scene, [identity_prompt], person.face, num_images)
         first = [unconditional] if self.do_classifier_free_guidance else []
-        return torch.cat([*first, scene, *personal]), torch.cat([*first, *[text] * (1 + len(people))])
+        return torch.cat([*first, scene, *personal]), torch.cat([*first, *[text] * (1 + len(personal))])
 
     def fused_noise(self, latents: torch.Tensor, timestep: torch.Tensor, conditions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Fused noise prediction of one step: every branch in one UNet call, guidance per branch, then fusion.
@@ -233,4 +253,4 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         if self.do_classifier_free_guidance:
             unconditional, predictions = predictions[0], predictions[1:]
             predictions = unconditional + self.guidance_scale * (predictions - unconditional)
-        return fuse_regions(predictions, weights)
+        return fuse_regions(predictions, weights) if weights.shape[0] > 1 else predictions[0]  # one-pass: the scene alone

@@ -29,10 +29,12 @@ from .errors import MissingWeightsError, NoFaceError, OptionError
 from .face.analyzer import FaceAnalysis, FaceAnalyzer
 from .identity import ClipImageEncoder, load_identity_encoder
 from .identity.encoder import DEFAULT_IDENTITY_ENCODER, IdentityEncoder
+from .identity.fastcomposer_image import FastComposerImageEncoder
 from .images import ImageInput
 from .loading import BASE_MODEL_ID, resolve_pretrained
 from .prompts import IdentityPrompt, build_identity_prompt, token_index
 from .provenance import watermark_images
+from .postfuse import FastComposerFusion
 from .stea import STEA
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         tokenizer: CLIPTokenizer,
         unet: UNet2DConditionModel,
         scheduler: KarrasDiffusionSchedulers,
-        stea: STEA,
+        stea: STEA | FastComposerFusion,
         identity_encoder: IdentityEncoder | ClipImageEncoder,
         safety_checker=None,
         feature_extractor=None,
@@ -194,9 +196,9 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         analyzer = self._face_analyzer()
         analyses = [item if isinstance(item, FaceAnalysis) else analyzer.analyze(item) for item in items]
         encoder = self.identity_encoder
-        aligned = torch.stack([analysis.aligned for analysis in analyses]).to(self._execution_device, encoder.dtype)
+        pixels = torch.stack([encoder_input(encoder, analysis) for analysis in analyses]).to(self._execution_device, encoder.dtype)
         with torch.no_grad():
-            identity = encoder(aligned)
+            identity = encoder(pixels)
         return FaceEncoding(
             features=identity.features.mean(dim=0, keepdim=True),
             embedding=F.normalize(identity.embedding.mean(dim=0, keepdim=True), dim=-1),
@@ -277,7 +279,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         identity_word: str | None = None,
         identity_occurrence: int | None = None,
         expression: str | None = None,
-        identity_start: float = 0.0,
+        identity_start: float | None = None,
         negative_prompt: str | Sequence[str] | None = None,
         num_inference_steps: int = PAPER_STEPS,
         guidance_scale: float = PAPER_GUIDANCE,
@@ -298,10 +300,13 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         identity_occurrence: which occurrence of that word, 0-based (default the first).
         expression: one of the emotion words, written before the identity word.
         identity_start: fraction of the steps that use the plain text condition before the face
-            is added; higher values follow the prompt more and the face less (0 = the paper).
+            is added; higher values follow the prompt more and the face less. Default: the identity
+            model's (0 for PortraitBooth, as the paper; FastComposer's demo α = 0.75 for FastComposer).
         face: a precomputed `encode_faces` result, instead of `face_image`.
         Everything else is as in `StableDiffusionPipeline.__call__`.
         """
+        if identity_start is None:
+            identity_start = self.stea.default_identity_start(num_inference_steps)
         check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width, guidance_scale)
         if face is None:
             if face_image is None:
@@ -363,6 +368,13 @@ def check_sampling(
             raise OptionError(f"The {name} must be a positive multiple of 8 pixels, got {value}")
 
 
+def encoder_input(encoder, analysis: FaceAnalysis) -> torch.Tensor:
+    """What `encoder` reads of a face: FastComposer's CLIP its own square crop, φ and the ablation's CLIP the aligned face."""
+    if isinstance(encoder, FastComposerImageEncoder):
+        return encoder.reference_pixels(analysis)
+    return analysis.aligned
+
+
 def _with_identity_switch(
     start_step: int,
     identity_embeds: torch.Tensor,
@@ -418,7 +430,7 @@ def fuse_unet_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionM
 def _saved_encoder(folder: Path, dtype: torch.dtype | None) -> IdentityEncoder | ClipImageEncoder:
     """A saved encoder folder, loaded as the class it was saved from (φ or the trained CLIP)."""
     kind = json.loads((folder / "config.json").read_text())["_class_name"]
-    encoder_class = {"IdentityEncoder": IdentityEncoder, "ClipImageEncoder": ClipImageEncoder}[kind]
+    encoder_class = {"IdentityEncoder": IdentityEncoder, "ClipImageEncoder": ClipImageEncoder, "FastComposerImageEncoder": FastComposerImageEncoder}[kind]
     return encoder_class.from_pretrained(folder, dtype=dtype).eval()
 
 

@@ -11,6 +11,9 @@ Choices (SPEC.md leaves them open):
   prompt already holds is not written twice.
 - A word that CLIP's tokenizer splits into several pieces is represented by its last piece: CLIP's
   text encoder is causal, so the last piece is the one that has seen the whole word.
+- FastComposer's way of marking a person works too: the word `img` right after a word ("a man img
+  playing guitar") marks that word and is removed from the text, as FastComposer removes its marker
+  token; marked words take the place of the identity-word search.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ EMOTION_WORDS: tuple[str, ...] = (
     "laughing",
     "serious",
 )
+IMAGE_MARKER = "img"  # FastComposer's marker, written right after the word that names a person
 MAX_PROMPT_CHARS = 2000  # far beyond CLIP's 77 tokens; longer input is refused, not silently cut
 
 _WORD = re.compile(r"[^\W\d_]+")  # letters only, the way CLIP's pre-tokenizer splits words
@@ -77,6 +81,28 @@ def clean_prompt(prompt: str) -> str:
     return text
 
 
+def strip_markers(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """`text` without FastComposer's `img` markers, and the span (in the result) of each word they marked."""
+    words = list(_WORD.finditer(text))
+    kept, marked, cut = [], [], 0  # cut: characters removed so far, to map spans into the result
+    position = 0
+    for index, match in enumerate(words):
+        if match.group().lower() != IMAGE_MARKER:
+            continue
+        previous = words[index - 1] if index else None
+        if previous is None or text[previous.end() : match.start()] != " " or previous.group().lower() == IMAGE_MARKER:
+            raise PromptError(
+                f"{IMAGE_MARKER!r} marks the word right before it (e.g. 'a man {IMAGE_MARKER} playing guitar'); "
+                f"write it after the word that names the person"
+            )
+        kept.append(text[position : previous.end()])
+        marked.append((previous.start() - cut, previous.end() - cut))
+        cut += match.end() - previous.end()
+        position = match.end()
+    kept.append(text[position:])
+    return "".join(kept), marked
+
+
 def build_identity_prompt(
     prompt: str,
     identity_word: str | None = None,
@@ -90,8 +116,12 @@ def build_identity_prompt(
     `identity_word=None` takes the first of `identity_words` that the prompt contains.
     `occurrence` (0-based) picks which occurrence of the word receives the face; default the first.
     """
-    text = clean_prompt(prompt)
+    text, marked = strip_markers(clean_prompt(prompt))
     notice = None
+    if marked:
+        span = _one_marked_word(text, marked, identity_word)
+        (placed,) = _write_expressions(text, [(text[slice(*span)].lower(), span, expression)], emotion_words)
+        return placed
     if identity_word is None:
         identity_word = _first_identity_word(text, identity_words)
     identity_word = check_single_word(identity_word)
@@ -125,10 +155,14 @@ def build_subject_prompts(
     takes the first free occurrence of it, a person without one takes the first free occurrence of
     any identity word ("a man and a man": the first face is the first man).
     """
-    text = clean_prompt(prompt)
+    text, marked = strip_markers(clean_prompt(prompt))
     words = [None if word is None else check_single_word(word) for word in subject_words]
     vocabulary = {word for word in words if word} | (set(identity_words) if None in words else set())
-    occurrences = sorted((span, word) for word in vocabulary for span in word_spans(text, word))
+    if marked:  # FastComposer's markers name the people; nothing else is searched for
+        vocabulary = {text[slice(*span)].lower() for span in marked}
+        occurrences = [(span, text[slice(*span)].lower()) for span in marked]
+    else:
+        occurrences = sorted((span, word) for word in vocabulary for span in word_spans(text, word))
     if len(occurrences) != len(words):
         named = ", ".join(word for _, word in occurrences) or "nobody"
         raise PromptError(
@@ -178,6 +212,16 @@ def _write_expressions(
             expression_span = (start, start + len(expression))
         prompts.append(IdentityPrompt(final, identity_word, (moved(span[0]), moved(span[1])), expression, expression_span))
     return prompts
+
+
+def _one_marked_word(text: str, marked: list[tuple[int, int]], identity_word: str | None) -> tuple[int, int]:
+    """The span of the one word a one-person prompt marks with `img`, checked against a chosen identity word."""
+    if len(marked) != 1:
+        raise PromptError(f"The prompt marks {len(marked)} people with {IMAGE_MARKER!r}, but one face was given")
+    word = text[slice(*marked[0])].lower()
+    if identity_word is not None and check_single_word(identity_word) != word:
+        raise PromptError(f"The prompt marks {word!r} with {IMAGE_MARKER!r} but the identity word chosen is {identity_word!r}")
+    return marked[0]
 
 
 def _first_identity_word(text: str, identity_words: Sequence[str]) -> str:

@@ -9,6 +9,8 @@ which identity encoder and feature layer it was trained on, and its identity and
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
@@ -47,6 +49,12 @@ class STEA(ModelMixin, ConfigMixin):
         """False while the residual is still zero, i.e. while STEA cannot change any image."""
         return bool(self.fc2.weight.detach().any() or self.fc2.bias.detach().any())
 
+    default_people_mode = "regions"  # several people: MultiDiffusion regions, the paper's way (portrait/multi.py)
+
+    def default_identity_start(self, num_inference_steps: int) -> float:
+        """The paper adds the face from the first step."""
+        return 0.0
+
     def forward(
         self, text_embeds: torch.Tensor, token_index: torch.Tensor, identity_features: torch.Tensor
     ) -> torch.Tensor:
@@ -55,13 +63,24 @@ class STEA(ModelMixin, ConfigMixin):
         text_embeds: (B, L, D) text-encoder output ψ(w); token_index: (B,) long, the identity token
         position per sample or NO_IDENTITY; identity_features: (B, F) φ(f). Returns (B, L, D).
         """
-        batch = torch.arange(text_embeds.shape[0], device=text_embeds.device)
-        has_face = token_index != NO_IDENTITY
-        index = token_index.clamp(min=0).to(text_embeds.device)
-        tokens = text_embeds[batch, index]  # (B, D)
-        fused = torch.cat([tokens, identity_features.to(tokens)], dim=-1)
-        augmented = tokens + self.fc2(self.act(self.fc1(self.norm(fused))))
-        replacement = torch.where(has_face[:, None], augmented, tokens)
-        out = text_embeds.clone()
-        out[batch, index] = replacement
-        return out
+
+        def augmented(tokens: torch.Tensor) -> torch.Tensor:
+            fused = torch.cat([tokens, identity_features.to(tokens)], dim=-1)
+            return tokens + self.fc2(self.act(self.fc1(self.norm(fused))))
+
+        return replace_tokens(text_embeds, token_index, augmented)
+
+
+def replace_tokens(
+    text_embeds: torch.Tensor, token_index: torch.Tensor, fused: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """`text_embeds` (B, L, D) with each sample's token at `token_index` (B,) replaced by `fused` of the (B, D)
+    tokens there; samples whose index is NO_IDENTITY keep theirs. STEA and FastComposer's fusion share it."""
+    batch = torch.arange(text_embeds.shape[0], device=text_embeds.device)
+    has_face = token_index.to(text_embeds.device) != NO_IDENTITY
+    index = token_index.clamp(min=0).to(text_embeds.device)
+    tokens = text_embeds[batch, index]  # (B, D)
+    replacement = torch.where(has_face[:, None], fused(tokens), tokens)
+    out = text_embeds.clone()
+    out[batch, index] = replacement
+    return out

@@ -22,6 +22,9 @@ class TrainConfig:
     fusion_encoder: str | None = None  # what STEA fuses instead of φ's feature ("clip_vit_l14": the w/o-STEA ablation)
     train_fusion_encoder: bool = False  # train that encoder with the UNet (the paper's w/o-STEA row does)
     identity_checkpoint: str | None = None
+    # Not the paper's recipe (it starts from SD 1.5's UNet): "fastcomposer" (the hub's checkpoint) or the path of
+    # FastComposer's pytorch_model.bin starts the UNet from FastComposer's fine-tuned one (portrait/fastcomposer.py).
+    init_unet_from: str | None = None
     feature_layer: str = "stage4"
     identity_words: tuple[str, ...] = IDENTITY_WORDS
     emotion_words: tuple[str, ...] = EMOTION_WORDS

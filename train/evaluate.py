@@ -1,7 +1,7 @@
 """The paper's evaluation, one command per half: generate images, then score them.
 
     python -m train.evaluate generate --subjects DIR --out RUN [--prompts FILE] [--images-per-prompt N]
-                                      [--checkpoint W | --baseline sd|untrained] [--tiny]
+                                      [--checkpoint W | --baseline sd|untrained|fastcomposer] [--tiny]
     python -m train.evaluate score --run RUN [--tiny]
 
 DIR holds one reference photo per subject and `subjects.json` ({"file name": "man" | "woman" | word}).
@@ -9,6 +9,9 @@ The prompt file (default train/eval_prompts.json) maps group names to prompts wi
 placeholder ("multi" prompts use `{subject_a}` and `{subject_b}`). Protocols: single (every subject ×
 every accessory/style/action/context prompt × N images), expression (the 11 emotion words per subject), multi
 (every pair of subjects × the multi prompts; faces matched greedily, a pair scores its worse match).
+`--baseline fastcomposer` runs the paper's main baseline through the same pipeline (its published checkpoint,
+`--identity-model` to give another file), with its own defaults: its demo's delayed subject conditioning and
+two people in one pass.
 
 The plan of images is a pure function of RUN/run.json, so both halves are resumable: existing images
 are not regenerated and scored images are not rescored. Scoring writes RUN/scores.csv (one row per
@@ -104,6 +107,7 @@ def build_pipeline(args: argparse.Namespace) -> PortraitBoothPipeline:
         base="tiny" if args.tiny else args.base,
         portrait_weights=args.checkpoint,
         untrained_stea=args.baseline == "untrained",
+        identity_model=args.identity_model if args.baseline == "fastcomposer" else None,
         weights_dir=args.weights_dir,
         safety_checker=False,  # research use: the metrics score every picture as it was made
         watermark=False,
@@ -119,7 +123,7 @@ def generate(args: argparse.Namespace) -> Path:
     method = f"baseline-{args.baseline}" if args.baseline else ("checkpoint" if args.checkpoint else "portraitbooth")
     run = {
         "method": method,
-        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "checkpoint": str(args.checkpoint) if args.checkpoint else (args.identity_model if args.baseline == "fastcomposer" else None),
         "base": args.base,
         "tiny": args.tiny,
         "subjects_dir": str(args.subjects.resolve()),
@@ -245,7 +249,11 @@ def main(argv: list[str] | None = None):
     gen.add_argument("--images-per-prompt", type=positive_int, default=4)
     which = gen.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", type=Path, help="PortraitBooth weights folder (stea/, unet/)")
-    which.add_argument("--baseline", choices=["sd", "untrained"], help="plain SD, or our pipeline with an untrained STEA")
+    which.add_argument(
+        "--baseline", choices=["sd", "untrained", "fastcomposer"],
+        help="plain SD, our pipeline with an untrained STEA, or FastComposer's published weights in our pipeline",
+    )  # fmt: skip
+    gen.add_argument("--identity-model", default="fastcomposer", help="--baseline fastcomposer: its checkpoint (default: the hub's)")
     gen.add_argument("--base", default="stable-diffusion-v1-5/stable-diffusion-v1-5")
     gen.add_argument("--protocols", default=",".join(PROTOCOLS))
     gen.add_argument("--steps", type=positive_int, default=50)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from portrait.commands import CommandParser, positive_int
 from portrait.commands import run as run_command
 from portrait.engine import ModelSource, load_pipeline
+from portrait.fastcomposer import load_fastcomposer_unet
 from portrait.identity import load_identity_encoder
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
@@ -88,6 +89,8 @@ def build_models(config: TrainConfig) -> Models:
         dtype="fp32",
     )
     pipe = load_pipeline(source)
+    if config.init_unet_from:  # not the paper's recipe: a warm start from FastComposer's fine-tuned UNet
+        load_fastcomposer_unet(pipe.unet, config.init_unet_from)
     loss_encoder = pipe.identity_encoder
     identity_encoder = load_identity_encoder(config.fusion_encoder) if config.fusion_encoder else loss_encoder
     torch.manual_seed(config.seed)  # STEA's first layer starts from the recipe's seed

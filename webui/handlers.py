@@ -225,7 +225,7 @@ class PortraitService:
         steps: int = 50,
         guidance: float = 5.0,
         aspect: str = "Square 1:1",
-        identity_start: float = 0.0,
+        identity_start: float | None = None,
         fast: bool = False,
         style: str = NO_STYLE,
         remembered_face: Image.Image | None = None,
@@ -288,9 +288,10 @@ class PortraitService:
         with self.adapters.used_by(pipe, fast, style):
             result = pipe(prompt, people, split=split, **sampling)
         order = sorted(p.identity_span for p in result.prompts)
+        places = [describe_region(mask) for mask in result.regions] if result.regions else ["placed by the prompt (one pass)"] * 2
         notes = [
-            f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {describe_region(mask)}."
-            for name, p, mask in zip("AB", result.prompts, result.regions)
+            f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {place}."
+            for name, p, place in zip("AB", result.prompts, places)
         ]
         return self._finish(run, result, notes)
 

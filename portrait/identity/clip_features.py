@@ -51,8 +51,11 @@ class ClipImageEncoder(ModelMixin, ConfigMixin):
         return self.vision.config.projection_dim
 
     def forward(self, aligned: torch.Tensor) -> IdentityFeatures:
+        """aligned: (B, 3, H, W) RGB in [0, 1], resized to the model's input size unless already there."""
         size = self.vision.config.image_size
-        pixels = F.interpolate(aligned, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+        pixels = aligned
+        if pixels.shape[-2:] != (size, size):
+            pixels = F.interpolate(pixels, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
         mean = torch.tensor(CLIP_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
         features = self.vision(pixel_values=(pixels - mean) / std).image_embeds
