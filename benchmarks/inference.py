@@ -17,7 +17,6 @@ cache, and `--portrait-weights`), else Stable Diffusion 1.5's architecture with 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 import sys
@@ -122,7 +121,7 @@ def seconds(run: Callable[[], object], device: torch.device) -> float:
 
 def request_modes(pipe: PortraitBoothPipeline, settings: Settings) -> dict[str, Callable[[], object]]:
     """Each kind of request on `pipe`'s modules, same prompt, seed and settings: plain diffusers, one person,
-    two people (regions; and in one pass where the two-people pipeline has `people_mode`), fast mode, and
+    two people (regions, and in one pass), fast mode, and
     face preprocessing alone."""
     plain = pipe.as_plain_pipeline()  # shares every module, so every option applies to both
     photo = example_face("astronaut")
@@ -145,15 +144,7 @@ def request_modes(pipe: PortraitBoothPipeline, settings: Settings) -> dict[str, 
         "fast": lambda: fast(PROMPT, face=face, generator=generator(), **{**common, **SAMPLERS["lcm"].arguments}),
         "preprocess": lambda: pipe.encode_faces(photo),
     }
-    if has_one_pass():
-        one_pass = dict(people_mode="one-pass", **common)
-        modes["pair_one_pass"] = lambda: several(PAIR_PROMPT, people, generator=generator(), **one_pass)
     return modes
-
-
-def has_one_pass() -> bool:
-    """Whether the two-people pipeline can put both faces into one prompt and one UNet pass."""
-    return "people_mode" in inspect.signature(PortraitBoothPeoplePipeline.__call__).parameters
 
 
 def time_modes(
