@@ -27,6 +27,8 @@ from portrait.errors import MissingWeightsError
 from portrait.images import load_image
 from portrait.prompts import EMOTION_WORDS
 from portrait.speed import LCM_LORA_ID, parse_lora
+from portrait.styles import NO_STYLE as NO_TEMPLATE
+from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.uploads import FaceUpload
@@ -98,11 +100,11 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
 def generation_controls(service: PortraitService, aspect: str) -> dict:
     """Negative prompt, size, count, seed, fast mode and the Advanced settings: the same on both tabs."""
     limits, adapters = service.limits, service.adapters
-    controls = {
-        "negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry"),
-        "aspect": gr.Dropdown(list(ASPECTS), value=aspect, label="Size"),
-        "num_images": gr.Slider(1, limits.max_images, value=1, step=1, label="Number of images"),
-    }
+    controls = {"negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry")}
+    with gr.Row():
+        controls["aspect"] = gr.Dropdown(list(ASPECTS), value=aspect, label="Size")
+        controls["style_template"] = gr.Dropdown(style_names(), value=NO_TEMPLATE, label="Style")
+    controls["num_images"] = gr.Slider(1, limits.max_images, value=1, step=1, label="Number of images")
     with gr.Row():
         controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")

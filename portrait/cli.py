@@ -24,6 +24,7 @@ from .provenance import has_watermark, png_info
 from .runtime import seeded_generators
 from .safety import FLAGGED_NOTE
 from .speed import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
+from .styles import ASPECTS, NO_STYLE, canvas_size, style_names, styled
 
 logger = logging.getLogger("portrait")
 
@@ -69,10 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--width", type=int)
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
+    add_creative_arguments(gen)
     add_model_arguments(gen)
     verify = commands.add_parser("verify", help="say whether pictures carry PortraitBooth's invisible watermark")
     verify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     return parser
+
+
+def add_creative_arguments(parser: argparse.ArgumentParser) -> None:
+    """Styles and sizes by name (the app's choices), the face detailer, editing a photo, ControlNet."""
+    group = parser.add_argument_group("creative tools")
+    group.add_argument("--style", choices=style_names(), default=NO_STYLE, help="a style template (assets/styles.json)")
+    group.add_argument("--aspect", choices=list(ASPECTS), help="a named size, as in the app (instead of --height/--width)")
+
+
+def picture_size(args: argparse.Namespace, native: int) -> tuple[int | None, int | None]:
+    """(height, width): from --aspect, else --height/--width (None: the model's own)."""
+    if args.aspect is None:
+        return args.height, args.width
+    width, height = canvas_size(args.aspect, native)
+    return height, width
 
 
 def read_face(source: str) -> Image.Image:
@@ -88,6 +105,8 @@ def generate(args: argparse.Namespace) -> list[Path]:
         raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
     if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_images:
         raise OptionError(f"--seed takes a whole number from 0 to 2^63, got {args.seed}")
+    if args.aspect is not None and (args.height or args.width):
+        raise OptionError("Give either --aspect or --height/--width, not both")
     photos = [[read_face(source) for source in sources] for sources in args.face]
     sampler = SAMPLERS[args.scheduler]
     args.steps = sampler.steps if args.steps is None else args.steps
@@ -99,21 +118,23 @@ def generate(args: argparse.Namespace) -> list[Path]:
     for analysis in (analysis for face in faces for analysis in face.analyses):
         if analysis.notice:
             print(analysis.notice)
+    height, width = picture_size(args, pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    prompt_text, negative_prompt = styled(args.style, args.prompt, args.negative_prompt)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     seeds = [seed + index for index in range(args.num_images)]  # image i is reproducible alone from seeds[i]
     common = dict(
-        negative_prompt=args.negative_prompt,
+        negative_prompt=negative_prompt,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         num_images_per_prompt=args.num_images,
-        height=args.height,
-        width=args.width,
+        height=height,
+        width=width,
         generator=seeded_generators(seeds),
         identity_start=args.identity_start,
     )
     if people == 1:
         result = pipe(
-            args.prompt,
+            prompt_text,
             face=faces[0],
             identity_word=words[0],
             identity_occurrence=None if args.identity_occurrence is None else args.identity_occurrence - 1,
@@ -123,7 +144,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
     else:
         people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
         several = pipe.with_modules(PortraitBoothPeoplePipeline)
-        result = several(args.prompt, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common)
+        result = several(prompt_text, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common)
         for index, (sources, placed, mask) in enumerate(zip(args.face, result.prompts, result.regions), start=1):
             word = placed.text[slice(*placed.identity_span)]
             print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {describe_region(mask)}")
@@ -135,7 +156,8 @@ def generate(args: argparse.Namespace) -> list[Path]:
             print(f"the picture of seed {image_seed} was {FLAGGED_NOTE}")
     metadata = {
         "prompt": prompt.text,
-        "negative_prompt": args.negative_prompt or "",
+        "negative_prompt": negative_prompt or "",
+        "style": args.style,
         "scheduler": args.scheduler,
         "steps": str(args.steps),
         "guidance": str(args.guidance),
@@ -144,7 +166,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
     }
     return [
-        save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed)})
+        save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed), "size": f"{image.width}×{image.height}"})
         for image_seed, image in zip(seeds, result.images)
     ]
 

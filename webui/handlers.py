@@ -22,13 +22,14 @@ from portrait.provenance import provenance_text
 from portrait.runtime import seeded_generators
 from portrait.safety import FLAGGED_NOTE
 from portrait.speed import SAMPLERS, make_scheduler
+from portrait.styles import ASPECTS, canvas_size, styled
+from portrait.styles import NO_STYLE as NO_TEMPLATE
 
 from .adapters import NO_STYLE, Adapters
 from .errors import user_errors
 from .previews import face_preview, regions_preview
 from .uploads import UploadReader
 
-ASPECTS = {"Square 1:1": (1, 1), "Portrait 3:4": (3, 4), "Landscape 4:3": (4, 3), "Tall 2:3": (2, 3), "Wide 3:2": (3, 2)}
 NO_EXPRESSION = "none"
 CUSTOM_WORD = "custom"
 
@@ -64,6 +65,7 @@ class Sampling:
     steps: int = 50
     guidance: float = 5.0
     aspect: str = "Square 1:1"
+    style_template: str = NO_TEMPLATE
 
     def check(self, limits: Limits) -> None:
         """A clear sentence for every number out of range (NaN and infinity fail every comparison)."""
@@ -77,14 +79,6 @@ class Sampling:
             raise gr.Error("Seed must be a whole number from 0 up, or tick 'Random seed'.")
         if self.aspect not in ASPECTS:
             raise gr.Error(f"Size must be one of: {', '.join(ASPECTS)}.")
-
-
-def canvas_size(aspect: str, native: int) -> tuple[int, int]:
-    """(width, height) of about native² pixels in the given aspect, in steps the models accept."""
-    ratio_w, ratio_h = ASPECTS.get(aspect, (1, 1))
-    step = max(16, native // 8)
-    scale = native / (ratio_w * ratio_h) ** 0.5
-    return max(step, round(ratio_w * scale / step) * step), max(step, round(ratio_h * scale / step) * step)
 
 
 def chosen_word(identity_word: str, custom_word: str) -> str:
@@ -167,6 +161,8 @@ class PortraitService:
         else:
             steps_and_guidance = {"num_inference_steps": int(settings.steps), "guidance_scale": float(settings.guidance)}
             described = f"{int(settings.steps)} steps · guidance {settings.guidance}"
+        if settings.style_template != NO_TEMPLATE:
+            described += f" · style {settings.style_template}"
         run = Run(
             session=request.session_hash if request else "",
             seeds=[first + index for index in range(int(settings.num_images))],
@@ -228,12 +224,14 @@ class PortraitService:
         identity_start: float = 0.0,
         fast: bool = False,
         style: str = NO_STYLE,
+        style_template: str = NO_TEMPLATE,
         remembered_face: Image.Image | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """One person: a gallery of (image, caption) and a note on what happened."""
-        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        prompt, negative_prompt = styled(style_template, prompt, negative_prompt)
+        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect, style_template)
         run, sampling = self._start(request, progress, settings, fast, style)
         (photo,) = self._faces([face], [remembered_face], ["your"])
         pipe = self._request_pipeline(fast)
@@ -270,13 +268,15 @@ class PortraitService:
         aspect: str = "Landscape 4:3",
         fast: bool = False,
         style: str = NO_STYLE,
+        style_template: str = NO_TEMPLATE,
         remembered_face_a: Image.Image | None = None,
         remembered_face_b: Image.Image | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """Two people, person A on the left of `split`, person B on the right."""
-        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        prompt, negative_prompt = styled(style_template, prompt, negative_prompt)
+        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect, style_template)
         run, sampling = self._start(request, progress, settings, fast, style)
         photos = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
         pipe = self._request_pipeline(fast, PortraitBoothPeoplePipeline)
