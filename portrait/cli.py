@@ -12,6 +12,7 @@ from PIL import Image
 
 from .commands import CommandParser
 from .commands import run as run_command
+from .detailer import detail_images
 from .engine import add_model_arguments, load_engine, model_source
 from .errors import OptionError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
@@ -82,6 +83,10 @@ def add_creative_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("creative tools")
     group.add_argument("--style", choices=style_names(), default=NO_STYLE, help="a style template (assets/styles.json)")
     group.add_argument("--aspect", choices=list(ASPECTS), help="a named size, as in the app (instead of --height/--width)")
+    group.add_argument(
+        "--detailer", action=argparse.BooleanOptionalAction, default=True,
+        help="re-draw faces smaller than 1/5 of the picture's shorter side with their identity (default: on)",
+    )  # fmt: skip
 
 
 def picture_size(args: argparse.Namespace, native: int) -> tuple[int | None, int | None]:
@@ -148,6 +153,14 @@ def generate(args: argparse.Namespace) -> list[Path]:
         for index, (sources, placed, mask) in enumerate(zip(args.face, result.prompts, result.regions), start=1):
             word = placed.text[slice(*placed.identity_span)]
             print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {describe_region(mask)}")
+    images, detailer_notes = result.images, ["off"] * len(seeds)
+    if args.detailer:
+        images, detailer_notes = detail_images(
+            pipe, images, seeds, result.prompts, faces, result.regions, negative_prompt=negative_prompt,
+            num_inference_steps=args.steps, guidance_scale=args.guidance,
+        )  # fmt: skip
+        for image_seed, note in zip(seeds, detailer_notes):
+            print(f"seed {image_seed}: {note}")
     prompt = result.prompts[0]
     if prompt.notice:
         print(prompt.notice)
@@ -166,8 +179,9 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
     }
     return [
-        save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed), "size": f"{image.width}×{image.height}"})
-        for image_seed, image in zip(seeds, result.images)
+        save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed), "size": f"{image.width}×{image.height}",
+                                                              "detailer": note})  # fmt: skip
+        for image_seed, image, note in zip(seeds, images, detailer_notes)
     ]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 from PIL import Image
 
+from portrait.detailer import detail_images
 from portrait.errors import NoFaceError, PortraitError
 from portrait.multi import Person, PortraitBoothPeoplePipeline, describe_region
 from portrait.pipeline import PortraitBoothPipeline
@@ -188,6 +189,14 @@ class PortraitService:
         )
         return run, sampling
 
+    def _detail(self, wanted: bool, run: Run, pipe: PortraitBoothPipeline, result, faces: list, sampling: dict) -> list[str]:
+        """The face detailer over the pictures of `result` (replaced in place) when asked; its notes, once each."""
+        if not wanted or run.session in self.stopping:
+            return []
+        arguments = {name: sampling[name] for name in ("negative_prompt", "num_inference_steps", "guidance_scale")}
+        result.images, notes = detail_images(pipe, result.images, run.seeds, result.prompts, faces, result.regions, **arguments)
+        return list(dict.fromkeys(notes))
+
     def _finish(self, run: Run, result, notes: list[str]) -> tuple[list, str]:
         """Gallery items captioned with their own seeds and carrying their provenance, and the note;
         nothing if the user stopped."""
@@ -225,6 +234,7 @@ class PortraitService:
         fast: bool = False,
         style: str = NO_STYLE,
         style_template: str = NO_TEMPLATE,
+        detailer: bool = True,
         remembered_face: Image.Image | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
@@ -245,7 +255,8 @@ class PortraitService:
                 identity_start=identity_start,
                 **sampling,
             )
-        notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note]
+            detailed = self._detail(detailer, run, pipe, result, [encoding], sampling)
+        notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note] + detailed
         return self._finish(run, result, notes)
 
     @user_errors
@@ -269,6 +280,7 @@ class PortraitService:
         fast: bool = False,
         style: str = NO_STYLE,
         style_template: str = NO_TEMPLATE,
+        detailer: bool = True,
         remembered_face_a: Image.Image | None = None,
         remembered_face_b: Image.Image | None = None,
         request: gr.Request | None = None,
@@ -287,12 +299,13 @@ class PortraitService:
         ]
         with self.adapters.used_by(pipe, fast, style):
             result = pipe(prompt, people, split=split, **sampling)
+            detailed = self._detail(detailer, run, pipe, result, faces, sampling)
         order = sorted(p.identity_span for p in result.prompts)
         notes = [
             f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {describe_region(mask)}."
             for name, p, mask in zip("AB", result.prompts, result.regions)
         ]
-        return self._finish(run, result, notes)
+        return self._finish(run, result, notes + detailed)
 
     def stop(self, request: gr.Request) -> None:
         self.stopping.add(request.session_hash)
