@@ -3,7 +3,7 @@
     python app.py                     # real weights when present, else the tiny preset with a banner
     python app.py --tiny --port 7860  # tiny untrained models, never touches the network
 
-Named API endpoints (gradio_client): detect_face, generate, generate_pair.
+Named API endpoints (gradio_client): detect_face, generate, generate_pair, edit_photo.
 Every picture passes SD 1.5's safety checker and carries an invisible watermark and "AI-generated"
 metadata; --no-safety-checker and --no-watermark exist for research use only.
 """
@@ -31,6 +31,7 @@ from portrait.styles import NO_STYLE as NO_TEMPLATE
 from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
+from webui.editing import REGIONS, PhotoEdits
 from webui.uploads import FaceUpload
 from webui.wiring import inputs_for
 
@@ -127,6 +128,42 @@ def face_input(label: str) -> tuple[FaceUpload, gr.Image, gr.Markdown, gr.State]
     return face, preview, message, remembered
 
 
+def edit_tab(service: PortraitService) -> None:
+    """"Your photo": the selfie's person painted into a photo (the face, a painted region) or the photo restyled."""
+    edits = PhotoEdits(service)
+    expressions = [NO_EXPRESSION, *EMOTION_WORDS]
+    with gr.Row():
+        with gr.Column():
+            face, preview, message, remembered = face_input("Your selfie")
+        with gr.Column():
+            photo = gr.ImageEditor(label="Your photo (paint where you should appear)", type="filepath", height=320,
+                                   sources=["upload"], elem_id="edit_photo")  # fmt: skip
+            region = gr.Radio(list(REGIONS), value=next(iter(REGIONS)), label="Where you go")
+            strength = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Strength (how much is re-drawn)")
+            prompt = gr.Textbox(label="Prompt", value="a photo of a woman", lines=2)
+            with gr.Row():
+                identity_word = gr.Radio(["woman", "man", CUSTOM_WORD], value="woman", label="Who is in the photo")
+                custom_word = gr.Textbox(value="", label="Custom identity word")
+            controls = {"style_template": gr.Dropdown(style_names(), value=NO_TEMPLATE, label="Style")}
+            with gr.Accordion("Advanced", open=False):
+                expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
+                controls["negative_prompt"] = gr.Textbox(label="Negative prompt", value="")
+                controls["num_images"] = gr.Slider(1, service.limits.max_images, value=1, step=1, label="Number of images")
+                with gr.Row():
+                    controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
+                    controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
+                controls["steps"] = gr.Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
+                controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+            run = gr.Button("Put me in the photo", variant="primary", elem_id="generate_edit")
+        with gr.Column():
+            gallery = gr.Gallery(label="Edited photos", format="png", columns=1, elem_id="edit_gallery")
+            info = gr.Markdown(elem_id="edit_info")
+    face.input(gpu(service.detect_face), face, [preview, message, remembered], api_visibility="private", concurrency_id="faces")
+    inputs = dict(face=face, photo=photo, prompt=prompt, region=region, strength=strength, identity_word=identity_word,
+                  custom_word=custom_word, expression=expression, remembered_face=remembered, **controls)  # fmt: skip
+    run.click(gpu(edits.edit), inputs_for(edits.edit, inputs), [gallery, info], api_name="edit_photo", concurrency_id="gpu")
+
+
 def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
     expressions = [NO_EXPRESSION, *EMOTION_WORDS]
     with gr.Blocks(title="PortraitBooth", delete_cache=(300, 600)) as demo:
@@ -183,6 +220,9 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                 with gr.Column():
                     pair_gallery = gr.Gallery(label="Pictures", format="png", columns=1, elem_id="pair_gallery")
                     pair_info = gr.Markdown(elem_id="pair_info")
+
+        with gr.Tab("Your photo"):
+            edit_tab(service)
 
         detected = [preview, message, remembered]
         face.input(gpu(service.detect_face), face, detected, api_name="detect_face", concurrency_id="faces")

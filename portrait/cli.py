@@ -13,6 +13,7 @@ from PIL import Image
 from .commands import CommandParser
 from .commands import run as run_command
 from .detailer import detail_images
+from .edit import FACE_REGION, INPAINT_STRENGTH, RESTYLE_STRENGTH, edit_photo
 from .engine import add_model_arguments, load_engine, model_source
 from .errors import OptionError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
@@ -87,6 +88,15 @@ def add_creative_arguments(parser: argparse.ArgumentParser) -> None:
         "--detailer", action=argparse.BooleanOptionalAction, default=True,
         help="re-draw faces smaller than 1/5 of the picture's shorter side with their identity (default: on)",
     )  # fmt: skip
+    group.add_argument("--init-image", type=Path, metavar="PHOTO", help="your photo: restyled whole, or edited inside --mask")
+    group.add_argument(
+        "--mask", metavar="MASK|face",
+        help=f"with --init-image: where the person goes, a mask image (white = there) or '{FACE_REGION}' (the photo's face)",
+    )  # fmt: skip
+    group.add_argument(
+        "--strength", type=float,
+        help=f"with --init-image: how much is re-drawn, 0-1 (default {RESTYLE_STRENGTH} restyling, {INPAINT_STRENGTH} in a mask)",
+    )  # fmt: skip
 
 
 def picture_size(args: argparse.Namespace, native: int) -> tuple[int | None, int | None]:
@@ -95,6 +105,36 @@ def picture_size(args: argparse.Namespace, native: int) -> tuple[int | None, int
         return args.height, args.width
     width, height = canvas_size(args.aspect, native)
     return height, width
+
+
+def check_creative_options(args: argparse.Namespace) -> None:
+    """Combinations of the creative flags that cannot work, refused before any model loads."""
+    if args.aspect is not None and (args.height or args.width):
+        raise OptionError("Give either --aspect or --height/--width, not both")
+    if args.init_image is None:
+        if args.mask is not None or args.strength is not None:
+            raise OptionError("--mask and --strength edit a photo: give it with --init-image")
+        return
+    if len(args.face) > 1:
+        raise OptionError("--init-image puts one person into a photo; give one --face")
+    if args.aspect or args.height or args.width:
+        raise OptionError("--init-image sets the picture's size; leave out --aspect, --height and --width")
+
+
+def describe_edit(args: argparse.Namespace) -> str:
+    """What was done to --init-image, for the PNG's metadata."""
+    if args.init_image is None:
+        return "none (a new picture)"
+    where = "the photo's face" if args.mask == FACE_REGION else (f"mask {Path(args.mask).name}" if args.mask else None)
+    default = RESTYLE_STRENGTH if where is None else INPAINT_STRENGTH
+    strength = default if args.strength is None else args.strength
+    what = f"inpainted in {where}" if where else "restyled"
+    return f"{Path(args.init_image).name} {what}, strength {strength:g}"
+
+
+def read_mask(source: str | None) -> Image.Image | str | None:
+    """--mask: None, the face region, or a mask image."""
+    return source if source in (None, FACE_REGION) else load_image(source)
 
 
 def read_face(source: str) -> Image.Image:
@@ -110,9 +150,9 @@ def generate(args: argparse.Namespace) -> list[Path]:
         raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
     if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_images:
         raise OptionError(f"--seed takes a whole number from 0 to 2^63, got {args.seed}")
-    if args.aspect is not None and (args.height or args.width):
-        raise OptionError("Give either --aspect or --height/--width, not both")
+    check_creative_options(args)
     photos = [[read_face(source) for source in sources] for sources in args.face]
+    init_image, mask = (load_image(args.init_image), read_mask(args.mask)) if args.init_image else (None, None)
     sampler = SAMPLERS[args.scheduler]
     args.steps = sampler.steps if args.steps is None else args.steps
     args.guidance = sampler.guidance if args.guidance is None else args.guidance
@@ -132,12 +172,15 @@ def generate(args: argparse.Namespace) -> list[Path]:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         num_images_per_prompt=args.num_images,
-        height=height,
-        width=width,
         generator=seeded_generators(seeds),
-        identity_start=args.identity_start,
     )
-    if people == 1:
+    canvas = dict(height=height, width=width, identity_start=args.identity_start)  # a new picture's, not an edit's
+    if init_image is not None:
+        result = edit_photo(
+            pipe, init_image, prompt_text, faces[0], mask, strength=args.strength, identity_word=words[0],
+            expression=expressions[0], **common,
+        )  # fmt: skip
+    elif people == 1:
         result = pipe(
             prompt_text,
             face=faces[0],
@@ -145,11 +188,12 @@ def generate(args: argparse.Namespace) -> list[Path]:
             identity_occurrence=None if args.identity_occurrence is None else args.identity_occurrence - 1,
             expression=expressions[0],
             **common,
+            **canvas,
         )
     else:
         people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
         several = pipe.with_modules(PortraitBoothPeoplePipeline)
-        result = several(prompt_text, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common)
+        result = several(prompt_text, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common, **canvas)
         for index, (sources, placed, mask) in enumerate(zip(args.face, result.prompts, result.regions), start=1):
             word = placed.text[slice(*placed.identity_span)]
             print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {describe_region(mask)}")
@@ -177,6 +221,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "identity_start": str(args.identity_start),
         "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
+        "edit": describe_edit(args),
     }
     return [
         save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed), "size": f"{image.width}×{image.height}",
