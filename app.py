@@ -21,6 +21,7 @@ from pathlib import Path
 import gradio as gr
 
 from portrait.commands import CommandParser, port, positive_int
+from portrait.control import CONTROLS
 from portrait.commands import run as run_command
 from portrait.engine import TINY, add_model_arguments, load_engine, model_source
 from portrait.errors import MissingWeightsError
@@ -95,7 +96,8 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
         banner = UNTRAINED_BANNER
     adapters = Adapters.load(pipe, lcm or None, args.lora)
     example = load_image(ASSETS / "faces" / "astronaut.png")  # assets/ holds the app's examples (assets/README.md)
-    return PortraitService(pipe, Limits(max_images=args.max_images), example, adapters), banner
+    service = PortraitService(pipe, Limits(max_images=args.max_images), example, adapters, random_controlnets=source.is_preset)
+    return service, banner
 
 
 def generation_controls(service: PortraitService, aspect: str) -> dict:
@@ -116,6 +118,13 @@ def generation_controls(service: PortraitService, aspect: str) -> dict:
         styles = [NO_STYLE, *adapters.styles]
         controls["style"] = gr.Dropdown(styles, value=NO_STYLE, label="Style LoRA", visible=len(styles) > 1)
         controls["detailer"] = gr.Checkbox(value=True, label="Face detailer: re-draw faces smaller than 1/5 of the picture")
+        gr.Markdown("**Pose or layout from a picture** (ControlNet)")
+        with gr.Row():
+            controls["control_image"] = FaceUpload(label="Control picture", type="filepath", image_mode=None, sources=["upload"],
+                                                   height=160)  # fmt: skip
+            with gr.Column():
+                controls["control"] = gr.Radio(list(CONTROLS), value="canny", label="Take from it")
+                controls["control_scale"] = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control strength")
     return controls
 
 

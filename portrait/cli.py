@@ -12,6 +12,7 @@ from PIL import Image
 
 from .commands import CommandParser
 from .commands import run as run_command
+from .control import CONTROLS, control_map, controlled, load_controlnet
 from .detailer import detail_images
 from .edit import FACE_REGION, INPAINT_STRENGTH, RESTYLE_STRENGTH, edit_photo
 from .engine import add_model_arguments, load_engine, model_source
@@ -93,6 +94,9 @@ def add_creative_arguments(parser: argparse.ArgumentParser) -> None:
         "--mask", metavar="MASK|face",
         help=f"with --init-image: where the person goes, a mask image (white = there) or '{FACE_REGION}' (the photo's face)",
     )  # fmt: skip
+    group.add_argument("--control-image", type=Path, metavar="PICTURE", help="a picture whose pose or layout the portrait follows")
+    group.add_argument("--control", choices=list(CONTROLS), default="canny", help="what is taken from --control-image (default canny)")
+    group.add_argument("--control-scale", type=float, default=1.0, help="how strongly the ControlNet steers, 0-2 (default 1)")
     group.add_argument(
         "--strength", type=float,
         help=f"with --init-image: how much is re-drawn, 0-1 (default {RESTYLE_STRENGTH} restyling, {INPAINT_STRENGTH} in a mask)",
@@ -111,6 +115,8 @@ def check_creative_options(args: argparse.Namespace) -> None:
     """Combinations of the creative flags that cannot work, refused before any model loads."""
     if args.aspect is not None and (args.height or args.width):
         raise OptionError("Give either --aspect or --height/--width, not both")
+    if args.init_image is not None and args.control_image is not None:
+        raise OptionError("--control-image steers a new picture; it does not combine with --init-image")
     if args.init_image is None:
         if args.mask is not None or args.strength is not None:
             raise OptionError("--mask and --strength edit a photo: give it with --init-image")
@@ -153,6 +159,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
     check_creative_options(args)
     photos = [[read_face(source) for source in sources] for sources in args.face]
     init_image, mask = (load_image(args.init_image), read_mask(args.mask)) if args.init_image else (None, None)
+    control_picture = control_map(args.control, load_image(args.control_image), args.weights_dir) if args.control_image else None
     sampler = SAMPLERS[args.scheduler]
     args.steps = sampler.steps if args.steps is None else args.steps
     args.guidance = sampler.guidance if args.guidance is None else args.guidance
@@ -175,13 +182,17 @@ def generate(args: argparse.Namespace) -> list[Path]:
         generator=seeded_generators(seeds),
     )
     canvas = dict(height=height, width=width, identity_start=args.identity_start)  # a new picture's, not an edit's
+    maker = pipe
+    if control_picture is not None:
+        controlnet = load_controlnet(args.control, pipe, random_weights=model_source(args).is_preset)
+        maker = controlled(pipe, controlnet, control_picture, width, height, args.control_scale)
     if init_image is not None:
         result = edit_photo(
             pipe, init_image, prompt_text, faces[0], mask, strength=args.strength, identity_word=words[0],
             expression=expressions[0], **common,
         )  # fmt: skip
     elif people == 1:
-        result = pipe(
+        result = maker(
             prompt_text,
             face=faces[0],
             identity_word=words[0],
@@ -192,7 +203,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         )
     else:
         people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
-        several = pipe.with_modules(PortraitBoothPeoplePipeline)
+        several = maker.with_modules(PortraitBoothPeoplePipeline)
         result = several(prompt_text, people_list, split=args.split, overlap=args.overlap, scene_weight=args.scene_weight, **common, **canvas)
         for index, (sources, placed, mask) in enumerate(zip(args.face, result.prompts, result.regions), start=1):
             word = placed.text[slice(*placed.identity_span)]
@@ -222,6 +233,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
         "edit": describe_edit(args),
+        "control": f"{args.control} from {args.control_image.name}, scale {args.control_scale:g}" if args.control_image else "none",
     }
     return [
         save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed), "size": f"{image.width}×{image.height}",

@@ -27,6 +27,7 @@ from portrait.styles import ASPECTS, canvas_size, styled
 from portrait.styles import NO_STYLE as NO_TEMPLATE
 
 from .adapters import NO_STYLE, Adapters
+from .control import Controls
 from .errors import user_errors
 from .previews import face_preview, regions_preview
 from .uploads import UploadReader
@@ -105,6 +106,7 @@ class PortraitService:
         limits: Limits = Limits(),
         example: Image.Image | None = None,
         adapters: Adapters | None = None,
+        random_controlnets: bool = False,
     ):
         self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)  # the browser shows progress; requests' pipelines inherit this
@@ -112,6 +114,7 @@ class PortraitService:
         self.example = example
         self.adapters = adapters or Adapters()
         self.uploads = UploadReader()
+        self.controls = Controls(pipe, self.uploads, random_controlnets)
         self.native_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.stopping: set[str] = set()
 
@@ -189,6 +192,13 @@ class PortraitService:
         )
         return run, sampling
 
+    def _steered(self, run: Run, pipe: PortraitBoothPipeline, picture, kind: str, scale: float) -> PortraitBoothPipeline:
+        """`pipe` under the request's ControlNet when it sent a control picture (the caption says so)."""
+        steered, described = self.controls.steer(pipe, picture, kind, scale, run.size)
+        if described:
+            run.settings += f" · {described}"
+        return steered
+
     def _detail(self, wanted: bool, run: Run, pipe: PortraitBoothPipeline, result, faces: list, sampling: dict) -> list[str]:
         """The face detailer over the pictures of `result` (replaced in place) when asked; its notes, once each."""
         if not wanted or run.session in self.stopping:
@@ -235,6 +245,9 @@ class PortraitService:
         style: str = NO_STYLE,
         style_template: str = NO_TEMPLATE,
         detailer: bool = True,
+        control_image: str | bytes | None = None,
+        control: str = "canny",
+        control_scale: float = 1.0,
         remembered_face: Image.Image | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
@@ -246,8 +259,9 @@ class PortraitService:
         (photo,) = self._faces([face], [remembered_face], ["your"])
         pipe = self._request_pipeline(fast)
         encoding = pipe.encode_faces(photo)
+        maker = self._steered(run, pipe, control_image, control, control_scale)
         with self.adapters.used_by(pipe, fast, style):
-            result = pipe(
+            result = maker(
                 prompt,
                 face=encoding,
                 identity_word=chosen_word(identity_word, custom_word),
@@ -281,6 +295,9 @@ class PortraitService:
         style: str = NO_STYLE,
         style_template: str = NO_TEMPLATE,
         detailer: bool = True,
+        control_image: str | bytes | None = None,
+        control: str = "canny",
+        control_scale: float = 1.0,
         remembered_face_a: Image.Image | None = None,
         remembered_face_b: Image.Image | None = None,
         request: gr.Request | None = None,
@@ -297,8 +314,9 @@ class PortraitService:
             Person(faces[0], identity_word_a or None, chosen_expression(expression_a)),
             Person(faces[1], identity_word_b or None, chosen_expression(expression_b)),
         ]
+        maker = self._steered(run, pipe, control_image, control, control_scale)
         with self.adapters.used_by(pipe, fast, style):
-            result = pipe(prompt, people, split=split, **sampling)
+            result = maker(prompt, people, split=split, **sampling)
             detailed = self._detail(detailer, run, pipe, result, faces, sampling)
         order = sorted(p.identity_span for p in result.prompts)
         notes = [
