@@ -3,7 +3,7 @@
     python app.py                     # real weights when present, else the tiny preset with a banner
     python app.py --tiny --port 7860  # tiny untrained models, never touches the network
 
-Named API endpoints (gradio_client): detect_face, generate, generate_pair, edit_photo.
+Named API endpoints (gradio_client): detect_face, check_selfies, generate, generate_pair, edit_photo.
 Every picture passes SD 1.5's safety checker and carries an invisible watermark and "AI-generated"
 metadata; --no-safety-checker and --no-watermark exist for research use only.
 """
@@ -33,6 +33,7 @@ from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.editing import REGIONS, PhotoEdits
+from webui.selfies import SelfieChecks
 from webui.uploads import FaceUpload
 from webui.wiring import inputs_for
 
@@ -185,6 +186,10 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                 with gr.Column():
                     face, preview, message, remembered = face_input("Your selfie")
                     example = gr.Button("Use the example face (astronaut)", size="sm")
+                    with gr.Accordion("More photos of you (up to 3, averaged)", open=False):
+                        more_faces = gr.File(label="More photos", file_count="multiple", file_types=["image"], type="filepath")
+                        selfies = gr.Gallery(label="Your photos, checked", columns=4, height=150, format="png")
+                        selfie_note = gr.Markdown(elem_id="selfie_note")
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", placeholder=EXAMPLES["single"][0], lines=2)
                     gr.Examples([[p] for p in EXAMPLES["single"]], inputs=[prompt], label="Example prompts")
@@ -247,7 +252,10 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
         gr.on([c.change for c in region_inputs], service.regions, region_inputs, regions, queue=False, api_visibility="private")
         demo.load(service.regions, region_inputs, regions, queue=False, api_visibility="private")
 
-        single = dict(face=face, prompt=prompt, identity_word=identity_word, custom_word=custom_word, expression=expression,
+        checks = SelfieChecks(service)
+        more_faces.upload(gpu(checks.check), inputs_for(checks.check, dict(face=face, more_faces=more_faces, remembered_face=remembered)),
+                          [selfies, selfie_note], api_name="check_selfies", concurrency_id="faces")  # fmt: skip
+        single = dict(more_faces=more_faces, face=face, prompt=prompt, identity_word=identity_word, custom_word=custom_word, expression=expression,
                       identity_start=identity_start, remembered_face=remembered, **controls)  # fmt: skip
         run.click(gpu(service.generate), inputs_for(service.generate, single), [gallery, info], api_name="generate",
                   concurrency_id="gpu")  # fmt: skip

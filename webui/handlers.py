@@ -22,6 +22,7 @@ from portrait.prompts import build_identity_prompt
 from portrait.provenance import provenance_text
 from portrait.runtime import seeded_generators
 from portrait.safety import FLAGGED_NOTE
+from portrait.selfies import MAX_PHOTOS, encode_checked
 from portrait.speed import SAMPLERS, make_scheduler
 from portrait.styles import ASPECTS, canvas_size, styled
 from portrait.styles import NO_STYLE as NO_TEMPLATE
@@ -137,6 +138,12 @@ class PortraitService:
         message = analysis.notice or "Face found."
         return face_preview(analysis), f"{message} ({image.width}×{image.height} photo)", image
 
+    def more_photos(self, uploads: list[str] | None) -> list[Image.Image]:
+        """The further photos of the same person a request sent (read, then deleted from disk)."""
+        if len(uploads or []) > MAX_PHOTOS - 1:
+            raise gr.Error(f"Up to {MAX_PHOTOS} photos of one person: the selfie and {MAX_PHOTOS - 1} more.")
+        return [image for image in self.uploads.read(list(uploads or [])) if image is not None]
+
     def _faces(self, uploads: list, remembered: list[Image.Image | None], whose: list[str]) -> list[Image.Image]:
         """This request's uploads, else the photos this session uploaded before."""
         images = [image or kept for image, kept in zip(self.uploads.read(uploads), remembered)]
@@ -248,6 +255,7 @@ class PortraitService:
         control_image: str | bytes | None = None,
         control: str = "canny",
         control_scale: float = 1.0,
+        more_faces: list[str] | None = None,
         remembered_face: Image.Image | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
@@ -258,7 +266,7 @@ class PortraitService:
         run, sampling = self._start(request, progress, settings, fast, style)
         (photo,) = self._faces([face], [remembered_face], ["your"])
         pipe = self._request_pipeline(fast)
-        encoding = pipe.encode_faces(photo)
+        encoding, checked, _ = encode_checked(pipe, [photo, *self.more_photos(more_faces)])
         maker = self._steered(run, pipe, control_image, control, control_scale)
         with self.adapters.used_by(pipe, fast, style):
             result = maker(
@@ -270,7 +278,7 @@ class PortraitService:
                 **sampling,
             )
             detailed = self._detail(detailer, run, pipe, result, [encoding], sampling)
-        notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note] + detailed
+        notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note] + checked.sentences() + detailed
         return self._finish(run, result, notes)
 
     @user_errors
