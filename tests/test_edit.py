@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from portrait.cli import main
-from portrait.edit import FACE_REGION, edit_photo, face_region, working_size
+from portrait.edit import edit_photo, face_region, working_size
 from portrait.errors import NoFaceError, OptionError
 
 from conftest import CHANGED, largest_difference, seeded
