@@ -49,7 +49,7 @@ def test_style_size_detailer_and_control_through_generate(client, files):
     )  # fmt: skip
     caption = gallery[0]["caption"]
     assert "style Cinematic" in caption and "canny control · scale 1" in caption and "cinematic still of a photo of a woman" in caption
-    assert Image.open(path_of(gallery[0])).size == (48, 64) and "48×64" in caption and "Face detailer ran" in info
+    assert Image.open(path_of(gallery[0])).size == (48, 80) and "48×80" in caption and "Face detailer ran" in info
 
 
 def test_edit_photo_keeps_the_unpainted_pixels(client, files, astronaut):
@@ -59,7 +59,9 @@ def test_edit_photo_keeps_the_unpainted_pixels(client, files, astronaut):
     edited = np.asarray(Image.open(path_of(gallery[0])).convert("RGB"))
     outside = np.ones((512, 512), bool)
     outside[48:176, 160:288] = False
-    assert np.array_equal(edited[outside], np.asarray(astronaut)[outside]) and "inpainted" in gallery[0]["caption"]
+    change = np.abs(edited.astype(int) - np.asarray(astronaut).astype(int))
+    # The app marks every picture with an invisible watermark, which moves pixels everywhere a little.
+    assert change[outside].mean() < 2 < 10 < change[~outside].mean() and "inpainted" in gallery[0]["caption"]
 
 
 def test_a_stranger_among_the_selfies_is_flagged(client, files):
