@@ -150,10 +150,10 @@ def edit_tab(service: PortraitService) -> None:
                                    sources=["upload"], elem_id="edit_photo")  # fmt: skip
             region = gr.Radio(list(REGIONS), value=next(iter(REGIONS)), label="Where you go")
             strength = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Strength (how much is re-drawn)")
-            prompt = gr.Textbox(label="Prompt", value="a photo of a woman", lines=2)
+            prompt = gr.Textbox(label="What you do in the photo (prompt)", value="a photo of a woman", lines=2)
             with gr.Row():
-                identity_word = gr.Radio(["woman", "man", CUSTOM_WORD], value="woman", label="Who is in the photo")
-                custom_word = gr.Textbox(value="", label="Custom identity word")
+                identity_word = gr.Radio(["woman", "man", CUSTOM_WORD], value="woman", label="Who you are")
+                custom_word = gr.Textbox(value="", label="Your custom identity word")
             controls = {"style_template": gr.Dropdown(style_names(), value=NO_TEMPLATE, label="Style")}
             with gr.Accordion("Advanced", open=False):
                 expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
@@ -210,7 +210,7 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     gallery = gr.Gallery(label="Portraits", format="png", columns=2, elem_id="gallery")
                     info = gr.Markdown(elem_id="info")
 
-        with gr.Tab("Two people"):
+        with gr.Tab("Two people", elem_id="pair_tab"):
             with gr.Row():
                 with gr.Column():
                     face_a, preview_a, message_a, remembered_a = face_input("Person A (left)")
@@ -235,7 +235,7 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     pair_gallery = gr.Gallery(label="Pictures", format="png", columns=1, elem_id="pair_gallery")
                     pair_info = gr.Markdown(elem_id="pair_info")
 
-        with gr.Tab("Your photo"):
+        with gr.Tab("Your photo", elem_id="edit_tab"):
             edit_tab(service)
 
         detected = [preview, message, remembered]
