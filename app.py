@@ -4,7 +4,7 @@
     python app.py --tiny --port 7860  # tiny untrained models, never touches the network
     python app.py --identity-model fastcomposer  # FastComposer's published weights (MIT) instead of PortraitBooth's
 
-Named API endpoints (gradio_client): detect_face, generate, generate_pair.
+Named API endpoints (gradio_client): detect_face, check_selfies, generate, generate_pair, edit_photo.
 Every picture passes SD 1.5's safety checker and carries an invisible watermark and "AI-generated"
 metadata; --no-safety-checker and --no-watermark exist for research use only.
 """
@@ -22,14 +22,19 @@ from pathlib import Path
 import gradio as gr
 
 from portrait.commands import CommandParser, port, positive_int
+from portrait.control import CONTROLS
 from portrait.commands import run as run_command
 from portrait.engine import TINY, add_model_arguments, identity_model_line, load_engine, model_source
 from portrait.errors import MissingWeightsError
 from portrait.images import load_image
 from portrait.prompts import EMOTION_WORDS
 from portrait.speed import LCM_LORA_ID, parse_lora
+from portrait.styles import NO_STYLE as NO_TEMPLATE
+from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
+from webui.editing import REGIONS, PhotoEdits
+from webui.selfies import SelfieChecks
 from webui.uploads import FaceUpload
 from webui.wiring import inputs_for
 
@@ -94,17 +99,18 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
     banner = "<br>".join(line for line in (banner, identity_model_line(pipe)) if line)  # which model runs, and its licence
     adapters = Adapters.load(pipe, lcm or None, args.lora)
     example = load_image(ASSETS / "faces" / "astronaut.png")  # assets/ holds the app's examples (assets/README.md)
-    return PortraitService(pipe, Limits(max_images=args.max_images), example, adapters), banner
+    service = PortraitService(pipe, Limits(max_images=args.max_images), example, adapters, random_controlnets=source.is_preset)
+    return service, banner
 
 
 def generation_controls(service: PortraitService, aspect: str) -> dict:
     """Negative prompt, size, count, seed, fast mode and the Advanced settings: the same on both tabs."""
     limits, adapters = service.limits, service.adapters
-    controls = {
-        "negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry"),
-        "aspect": gr.Dropdown(list(ASPECTS), value=aspect, label="Size"),
-        "num_images": gr.Slider(1, limits.max_images, value=1, step=1, label="Number of images"),
-    }
+    controls = {"negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry")}
+    with gr.Row():
+        controls["aspect"] = gr.Dropdown(list(ASPECTS), value=aspect, label="Size")
+        controls["style_template"] = gr.Dropdown(style_names(), value=NO_TEMPLATE, label="Style")
+    controls["num_images"] = gr.Slider(1, limits.max_images, value=1, step=1, label="Number of images")
     with gr.Row():
         controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
@@ -114,6 +120,14 @@ def generation_controls(service: PortraitService, aspect: str) -> dict:
         controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
         styles = [NO_STYLE, *adapters.styles]
         controls["style"] = gr.Dropdown(styles, value=NO_STYLE, label="Style LoRA", visible=len(styles) > 1)
+        controls["detailer"] = gr.Checkbox(value=True, label="Face detailer: re-draw faces smaller than 1/5 of the picture")
+        gr.Markdown("**Pose or layout from a picture** (ControlNet)")
+        with gr.Row():
+            controls["control_image"] = FaceUpload(label="Control picture", type="filepath", image_mode=None, sources=["upload"],
+                                                   height=160)  # fmt: skip
+            with gr.Column():
+                controls["control"] = gr.Radio(list(CONTROLS), value="canny", label="Take from it")
+                controls["control_scale"] = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control strength")
     return controls
 
 
@@ -124,6 +138,42 @@ def face_input(label: str) -> tuple[FaceUpload, gr.Image, gr.Markdown, gr.State]
     message = gr.Markdown()
     remembered = gr.State(None, time_to_live=3600)  # the decoded photo, in memory for this session only
     return face, preview, message, remembered
+
+
+def edit_tab(service: PortraitService) -> None:
+    """"Your photo": the selfie's person painted into a photo (the face, a painted region) or the photo restyled."""
+    edits = PhotoEdits(service)
+    expressions = [NO_EXPRESSION, *EMOTION_WORDS]
+    with gr.Row():
+        with gr.Column():
+            face, preview, message, remembered = face_input("Your selfie")
+        with gr.Column():
+            photo = gr.ImageEditor(label="Your photo (paint where you should appear)", type="filepath", height=320,
+                                   sources=["upload"], elem_id="edit_photo")  # fmt: skip
+            region = gr.Radio(list(REGIONS), value=next(iter(REGIONS)), label="Where you go")
+            strength = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Strength (how much is re-drawn)")
+            prompt = gr.Textbox(label="What you do in the photo (prompt)", value="a photo of a woman", lines=2)
+            with gr.Row():
+                identity_word = gr.Radio(["woman", "man", CUSTOM_WORD], value="woman", label="Who you are")
+                custom_word = gr.Textbox(value="", label="Your custom identity word")
+            controls = {"style_template": gr.Dropdown(style_names(), value=NO_TEMPLATE, label="Style")}
+            with gr.Accordion("Advanced", open=False):
+                expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
+                controls["negative_prompt"] = gr.Textbox(label="Negative prompt", value="")
+                controls["num_images"] = gr.Slider(1, service.limits.max_images, value=1, step=1, label="Number of images")
+                with gr.Row():
+                    controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
+                    controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
+                controls["steps"] = gr.Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
+                controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+            run = gr.Button("Put me in the photo", variant="primary", elem_id="generate_edit")
+        with gr.Column():
+            gallery = gr.Gallery(label="Edited photos", format="png", columns=1, elem_id="edit_gallery")
+            info = gr.Markdown(elem_id="edit_info")
+    face.input(gpu(service.detect_face), face, [preview, message, remembered], api_visibility="private", concurrency_id="faces")
+    inputs = dict(face=face, photo=photo, prompt=prompt, region=region, strength=strength, identity_word=identity_word,
+                  custom_word=custom_word, expression=expression, remembered_face=remembered, **controls)  # fmt: skip
+    run.click(gpu(edits.edit), inputs_for(edits.edit, inputs), [gallery, info], api_name="edit_photo", concurrency_id="gpu")
 
 
 def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
@@ -138,6 +188,10 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                 with gr.Column():
                     face, preview, message, remembered = face_input("Your selfie")
                     example = gr.Button("Use the example face (astronaut)", size="sm")
+                    with gr.Accordion("More photos of you (up to 3, averaged)", open=False):
+                        more_faces = gr.File(label="More photos", file_count="multiple", file_types=["image"], type="filepath")
+                        selfies = gr.Gallery(label="Your photos, checked", columns=4, height=150, format="png")
+                        selfie_note = gr.Markdown(elem_id="selfie_note")
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", placeholder=EXAMPLES["single"][0], lines=2)
                     gr.Examples([[p] for p in EXAMPLES["single"]], inputs=[prompt], label="Example prompts")
@@ -159,7 +213,7 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     gallery = gr.Gallery(label="Portraits", format="png", columns=2, elem_id="gallery")
                     info = gr.Markdown(elem_id="info")
 
-        with gr.Tab("Two people"):
+        with gr.Tab("Two people", elem_id="pair_tab"):
             with gr.Row():
                 with gr.Column():
                     face_a, preview_a, message_a, remembered_a = face_input("Person A (left)")
@@ -184,6 +238,9 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     pair_gallery = gr.Gallery(label="Pictures", format="png", columns=1, elem_id="pair_gallery")
                     pair_info = gr.Markdown(elem_id="pair_info")
 
+        with gr.Tab("Your photo", elem_id="edit_tab"):
+            edit_tab(service)
+
         detected = [preview, message, remembered]
         face.input(gpu(service.detect_face), face, detected, api_name="detect_face", concurrency_id="faces")
         example.click(service.use_example, None, [face, *detected], api_visibility="private", concurrency_id="faces")
@@ -198,7 +255,10 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
         gr.on([c.change for c in region_inputs], service.regions, region_inputs, regions, queue=False, api_visibility="private")
         demo.load(service.regions, region_inputs, regions, queue=False, api_visibility="private")
 
-        single = dict(face=face, prompt=prompt, identity_word=identity_word, custom_word=custom_word, expression=expression,
+        checks = SelfieChecks(service)
+        more_faces.upload(gpu(checks.check), inputs_for(checks.check, dict(face=face, more_faces=more_faces, remembered_face=remembered)),
+                          [selfies, selfie_note], api_name="check_selfies", concurrency_id="faces")  # fmt: skip
+        single = dict(more_faces=more_faces, face=face, prompt=prompt, identity_word=identity_word, custom_word=custom_word, expression=expression,
                       identity_start=identity_start, remembered_face=remembered, **controls)  # fmt: skip
         run.click(gpu(service.generate), inputs_for(service.generate, single), [gallery, info], api_name="generate",
                   concurrency_id="gpu")  # fmt: skip

@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from diffusers import ControlNetModel
 from diffusers.utils import logging as diffusers_logging
-from PIL import ImageOps
+from PIL import Image, ImageOps
 
 from portrait.commands import CommandParser, describe, positive_int
 from portrait.commands import run as run_command
+from portrait.control import control_map, controlled, load_controlnet
+from portrait.detailer import FaceDetailer
 from portrait.engine import TINY, ModelSource, load_pipeline
 from portrait.errors import MissingWeightsError, OptionError
 from portrait.examples import example_face
@@ -119,16 +122,23 @@ def seconds(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def request_modes(pipe: PortraitBoothPipeline, settings: Settings) -> dict[str, Callable[[], object]]:
+def request_modes(pipe: PortraitBoothPipeline, settings: Settings, real_weights: bool = False) -> dict[str, Callable[[], object]]:
     """Each kind of request on `pipe`'s modules, same prompt, seed and settings: plain diffusers, one person,
-    two people (regions, and in one pass), fast mode, and
-    face preprocessing alone."""
+    two people (regions, and in one pass), fast mode, face preprocessing alone, ControlNet (canny) and the face
+    detailer's extra work on a picture with one small face."""
     plain = pipe.as_plain_pipeline()  # shares every module, so every option applies to both
     photo = example_face("astronaut")
     face = pipe.encode_faces(photo)
     people = [Person(face), Person(pipe.encode_faces(ImageOps.mirror(photo)))]  # mirrored: another identity vector
     several = pipe.with_modules(PortraitBoothPeoplePipeline)
     fast = pipe.with_modules(scheduler=make_scheduler("lcm", pipe.scheduler.config))
+
+    # The face detailer's extra time per picture: one small face (a real photo pasted at half size) re-drawn.
+    detailer, small_face = detailer_workload(pipe, settings)
+    single_prompt = pipe.identity_prompts(PROMPT)
+    sampling = dict(num_inference_steps=settings.steps, guidance_scale=settings.guidance)
+    # ControlNet (canny): SD 1.5's when its weights are here, else one of the same architecture with random weights.
+    steered = controlled(pipe, benchmark_controlnet(pipe, real_weights), control_map("canny", photo), settings.size, settings.size)
 
     def generator() -> torch.Generator:
         return torch.Generator("cpu").manual_seed(settings.seed)
@@ -143,6 +153,8 @@ def request_modes(pipe: PortraitBoothPipeline, settings: Settings) -> dict[str, 
         "pair_one_pass": lambda: several(PAIR_PROMPT, people, people_mode="one-pass", generator=generator(), **common),
         "fast": lambda: fast(PROMPT, face=face, generator=generator(), **{**common, **SAMPLERS["lcm"].arguments}),
         "preprocess": lambda: pipe.encode_faces(photo),
+        "controlnet": lambda: steered(PROMPT, face=face, generator=generator(), **common),
+        "detailer": lambda: detailer.detail(small_face, single_prompt, [face], seed=settings.seed, **sampling),
     }
     return modes
 
@@ -179,8 +191,14 @@ def time_modes(
     return times, peaks
 
 
-def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.device, runs: int) -> dict:
-    times, peaks = time_modes(request_modes(pipe, settings), device, runs)
+def detailer_workload(pipe: PortraitBoothPipeline, settings: Settings) -> tuple[FaceDetailer, Image.Image]:
+    """The face detailer and its benchmark picture: a real photo pasted small, so that its face gets re-drawn."""
+    return FaceDetailer(pipe), small_face_picture(example_face("astronaut"), max(settings.size, 256))
+
+
+def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.device, runs: int, real_weights: bool = False) -> dict:
+    times, peaks = time_modes(request_modes(pipe, settings, real_weights), device, runs)
+    detailer, small_face = detailer_workload(pipe, settings)
     median = {f"{mode}_s": statistics.median(values) for mode, values in times.items()}
     result = {
         **{key: round(value, 4) for key, value in median.items()},
@@ -188,6 +206,9 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
         "pair_over_single": round(median["pair_s"] / median["single_s"], 3),
         "pair_one_pass_over_single": round(median["pair_one_pass_s"] / median["single_s"], 3),
         "fast_speedup": round(median["single_s"] / median["fast_s"], 3),  # LCM at 6 steps, guidance 1.5
+        "controlnet_over_single": round(median["controlnet_s"] / median["single_s"], 3),
+        "detailer_over_single": round(median["detailer_s"] / median["single_s"], 3),  # extra time per picture
+        "detailer_faces": len(detailer.small_faces(small_face)[0]),
         "steps": settings.steps,
         "size": settings.size,
     }
@@ -195,6 +216,23 @@ def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.devic
         result["peak_mem_gb"] = round(peaks["single"], 3)
         result["plain_peak_mem_gb"] = round(peaks["plain"], 3)
     return result
+
+
+def benchmark_controlnet(pipe: PortraitBoothPipeline, real_weights: bool) -> ControlNetModel:
+    """The canny ControlNet: SD 1.5's beside real weights when it is here, else a random one shaped from the UNet."""
+    if real_weights:
+        try:
+            return load_controlnet("canny", pipe)
+        except MissingWeightsError as error:
+            print(f"ControlNet weights not found ({error}); timing the same architecture with random weights")
+    return load_controlnet("canny", pipe, random_weights=True)
+
+
+def small_face_picture(photo: Image.Image, side: int) -> Image.Image:
+    """A side² grey canvas with `photo` pasted at half size: its face is under the detailer's 1/5 threshold."""
+    canvas = Image.new("RGB", (side, side), (120, 140, 160))
+    canvas.paste(photo.resize((side // 2, side // 2), Image.LANCZOS), (side // 8, side // 3))
+    return canvas
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -208,13 +246,18 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "model": model}
     report["weights"] = weights
     report["dtype"] = dtype
-    report.update(measure(pipe, settings, device, args.runs))
+    report.update(measure(pipe, settings, device, args.runs, weights == "real"))
     print(
         f"{report['device']}, {model}, {settings.size}², {settings.steps} steps: plain {report['plain_s']:.3f} s, "
         f"single {report['single_s']:.3f} s ({report['single_over_plain']:.3f}×), pair {report['pair_s']:.3f} s "
         f"({report['pair_over_single']:.3f}× single), pair one-pass {report['pair_one_pass_s']:.3f} s "
         f"({report['pair_one_pass_over_single']:.3f}× single), fast (LCM, 6 steps) {report['fast_s']:.3f} s "
         f"({report['fast_speedup']:.2f}× faster than single), face preprocessing {report['preprocess_s']:.3f} s"
+    )
+    print(f"  ControlNet (canny): {report['controlnet_s']:.3f} s per picture ({report['controlnet_over_single']:.3f}× single)")
+    print(
+        f"  face detailer: +{report['detailer_s']:.3f} s per picture ({report['detailer_over_single']:.3f}× single) "
+        f"for {report['detailer_faces']} small face(s)"
     )
     chosen = OPTIONS if args.options == "all" else [name for name in args.options.split(",") if name]
     report["options"] = {}
@@ -226,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         fresh, _ = build(args, device, dtype)
         option_settings = apply_option(option, fresh, settings, device, args.fast_steps)
-        measured = measure(fresh, option_settings, device, args.runs)
+        measured = measure(fresh, option_settings, device, args.runs, weights == "real")
         measured["single_speedup"] = round(report["single_s"] / measured["single_s"], 3)
         report["options"][option] = measured
         print(

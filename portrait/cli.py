@@ -14,6 +14,9 @@ from PIL import Image
 
 from .commands import CommandParser
 from .commands import run as run_command
+from .control import CONTROLS, control_map, controlled, load_controlnet
+from .detailer import detail_images
+from .edit import FACE_REGION, INPAINT_STRENGTH, RESTYLE_STRENGTH, edit_photo
 from .engine import (
     TINY,
     ModelSource,
@@ -39,6 +42,7 @@ from .runtime import DTYPES, seeded_generators
 from .safety import FLAGGED_NOTE
 from .speed import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
 from .weights_command import add_weights_parser, run_weights
+from .styles import ASPECTS, NO_STYLE, canvas_size, style_names, styled
 
 logger = logging.getLogger("portrait")
 
@@ -91,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--width", type=int)
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
+    add_creative_arguments(gen)
     add_model_arguments(gen)
     convert = commands.add_parser("convert", help="write a third-party checkpoint as a pipeline folder that loads offline")
     convert.add_argument("kind", choices=[FASTCOMPOSER], help="the checkpoint's model")
@@ -103,6 +108,69 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     add_weights_parser(commands)
     return parser
+
+
+def add_creative_arguments(parser: argparse.ArgumentParser) -> None:
+    """Styles and sizes by name (the app's choices), the face detailer, editing a photo, ControlNet."""
+    group = parser.add_argument_group("creative tools")
+    group.add_argument("--style", choices=style_names(), default=NO_STYLE, help="a style template (assets/styles.json)")
+    group.add_argument("--aspect", choices=list(ASPECTS), help="a named size, as in the app (instead of --height/--width)")
+    group.add_argument(
+        "--detailer", action=argparse.BooleanOptionalAction, default=True,
+        help="re-draw faces smaller than 1/5 of the picture's shorter side with their identity (default: on)",
+    )  # fmt: skip
+    group.add_argument("--init-image", type=Path, metavar="PHOTO", help="your photo: restyled whole, or edited inside --mask")
+    group.add_argument(
+        "--mask", metavar="MASK|face",
+        help=f"with --init-image: where the person goes, a mask image (white = there) or '{FACE_REGION}' (the photo's face)",
+    )  # fmt: skip
+    group.add_argument("--control-image", type=Path, metavar="PICTURE", help="a picture whose pose or layout the portrait follows")
+    group.add_argument("--control", choices=list(CONTROLS), default="canny", help="what is taken from --control-image (default canny)")
+    group.add_argument("--control-scale", type=float, default=1.0, help="how strongly the ControlNet steers, 0-2 (default 1)")
+    group.add_argument(
+        "--strength", type=float,
+        help=f"with --init-image: how much is re-drawn, 0-1 (default {RESTYLE_STRENGTH} restyling, {INPAINT_STRENGTH} in a mask)",
+    )  # fmt: skip
+
+
+def picture_size(args: argparse.Namespace, native: int) -> tuple[int | None, int | None]:
+    """(height, width): from --aspect, else --height/--width (None: the model's own)."""
+    if args.aspect is None:
+        return args.height, args.width
+    width, height = canvas_size(args.aspect, native)
+    return height, width
+
+
+def check_creative_options(args: argparse.Namespace) -> None:
+    """Combinations of the creative flags that cannot work, refused before any model loads."""
+    if args.aspect is not None and (args.height or args.width):
+        raise OptionError("Give either --aspect or --height/--width, not both")
+    if args.init_image is not None and args.control_image is not None:
+        raise OptionError("--control-image steers a new picture; it does not combine with --init-image")
+    if args.init_image is None:
+        if args.mask is not None or args.strength is not None:
+            raise OptionError("--mask and --strength edit a photo: give it with --init-image")
+        return
+    if len(args.face) > 1:
+        raise OptionError("--init-image puts one person into a photo; give one --face")
+    if args.aspect or args.height or args.width:
+        raise OptionError("--init-image sets the picture's size; leave out --aspect, --height and --width")
+
+
+def describe_edit(args: argparse.Namespace) -> str:
+    """What was done to --init-image, for the PNG's metadata."""
+    if args.init_image is None:
+        return "none (a new picture)"
+    where = "the photo's face" if args.mask == FACE_REGION else (f"mask {Path(args.mask).name}" if args.mask else None)
+    default = RESTYLE_STRENGTH if where is None else INPAINT_STRENGTH
+    strength = default if args.strength is None else args.strength
+    what = f"inpainted in {where}" if where else "restyled"
+    return f"{Path(args.init_image).name} {what}, strength {strength:g}"
+
+
+def read_mask(source: str | None) -> Image.Image | str | None:
+    """--mask: None, the face region, or a mask image."""
+    return source if source in (None, FACE_REGION) else load_image(source)
 
 
 def read_face(source: str) -> Image.Image:
@@ -118,7 +186,10 @@ def generate(args: argparse.Namespace) -> list[Path]:
         raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
     if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_images:
         raise OptionError(f"--seed takes a whole number from 0 to 2^63, got {args.seed}")
+    check_creative_options(args)
     photos = [[read_face(source) for source in sources] for sources in args.face]
+    init_image, mask = (load_image(args.init_image), read_mask(args.mask)) if args.init_image else (None, None)
+    control_picture = control_map(args.control, load_image(args.control_image), args.weights_dir) if args.control_image else None
     sampler = SAMPLERS[args.scheduler]
     args.steps = sampler.steps if args.steps is None else args.steps
     args.guidance = sampler.guidance if args.guidance is None else args.guidance
@@ -129,33 +200,43 @@ def generate(args: argparse.Namespace) -> list[Path]:
     for analysis in (analysis for face in faces for analysis in face.analyses):
         if analysis.notice:
             print(analysis.notice)
+    height, width = picture_size(args, pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    prompt_text, negative_prompt = styled(args.style, args.prompt, args.negative_prompt)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     seeds = [seed + index for index in range(args.num_images)]  # image i is reproducible alone from seeds[i]
     common = dict(
-        negative_prompt=args.negative_prompt,
+        negative_prompt=negative_prompt,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         num_images_per_prompt=args.num_images,
-        height=args.height,
-        width=args.width,
         generator=seeded_generators(seeds),
-        identity_start=args.identity_start,
     )
-    if people == 1:
-        result = pipe(
-            args.prompt,
+    canvas = dict(height=height, width=width, identity_start=args.identity_start)  # a new picture's, not an edit's
+    maker = pipe
+    if control_picture is not None:
+        controlnet = load_controlnet(args.control, pipe, random_weights=model_source(args).is_preset)
+        maker = controlled(pipe, controlnet, control_picture, width, height, args.control_scale)
+    if init_image is not None:
+        result = edit_photo(
+            pipe, init_image, prompt_text, faces[0], mask, strength=args.strength, identity_word=words[0],
+            expression=expressions[0], **common,
+        )  # fmt: skip
+    elif people == 1:
+        result = maker(
+            prompt_text,
             face=faces[0],
             identity_word=words[0],
             identity_occurrence=None if args.identity_occurrence is None else args.identity_occurrence - 1,
             expression=expressions[0],
             **common,
+            **canvas,
         )
     else:
         people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
-        several = pipe.with_modules(PortraitBoothPeoplePipeline)
+        several = maker.with_modules(PortraitBoothPeoplePipeline)
         result = several(
-            args.prompt, people_list, people_mode=args.people_mode, split=args.split, overlap=args.overlap,
-            scene_weight=args.scene_weight, **common,
+            prompt_text, people_list, people_mode=args.people_mode, split=args.split, overlap=args.overlap,
+            scene_weight=args.scene_weight, **common, **canvas,
         )  # fmt: skip
         places = [describe_region(mask) for mask in result.regions] if result.regions else ["placed by the prompt"] * people
         for index, (sources, placed, place) in enumerate(zip(args.face, result.prompts, places), start=1):
@@ -169,7 +250,8 @@ def generate(args: argparse.Namespace) -> list[Path]:
             print(f"the picture of seed {image_seed} was {FLAGGED_NOTE}")
     metadata = {
         "prompt": prompt.text,
-        "negative_prompt": args.negative_prompt or "",
+        "negative_prompt": negative_prompt or "",
+        "style": args.style,
         "scheduler": args.scheduler,
         "steps": str(args.steps),
         "guidance": str(args.guidance),
@@ -177,10 +259,13 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
         "identity_model": identity_model_line(pipe),
+        "edit": describe_edit(args),
+        "control": f"{args.control} from {args.control_image.name}, scale {args.control_scale:g}" if args.control_image else "none",
     }
     return [
-        save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed)})
-        for image_seed, image in zip(seeds, result.images)
+        save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed), "size": f"{image.width}×{image.height}",
+                                                              "detailer": note})  # fmt: skip
+        for image_seed, image, note in zip(seeds, images, detailer_notes)
     ]
 
 

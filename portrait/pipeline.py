@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DiffusionPipeline, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -152,10 +152,15 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
 
     def as_plain_pipeline(self) -> StableDiffusionPipeline:
         """Plain Stable Diffusion sharing these modules: the baseline of benchmarks and evaluations."""
+        return self.as_diffusers(StableDiffusionPipeline)
+
+    def as_diffusers(self, kind: type[DiffusionPipeline], **modules) -> DiffusionPipeline:
+        """A diffusers Stable Diffusion pipeline of `kind` (plain, img2img, inpainting, ...) sharing these modules
+        but for `modules`; it takes this pipeline's identity condition as `prompt_embeds`."""
         components = {name: module for name, module in self.components.items() if name not in ("stea", "identity_encoder")}
-        plain = StableDiffusionPipeline(**components, requires_safety_checker=False)
-        plain.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
-        return plain
+        pipe = kind(**{**components, **modules}, requires_safety_checker=False)
+        pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        return pipe
 
     def with_modules(self, kind: type["PortraitBoothPipeline"] | None = None, **modules) -> "PortraitBoothPipeline":
         """A pipeline of this class (or `kind`, e.g. the several-people one) sharing this one's modules but

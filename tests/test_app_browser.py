@@ -57,11 +57,21 @@ def test_single_portrait_in_the_browser(page, photo_files):
 
 def test_two_people_in_the_browser(page, photo_files):
     page.get_by_role("tab", name="Two people").click()
-    uploads = page.locator("input[type=file]")
-    uploads.nth(1).set_input_files(str(photo_files[0]))
-    uploads.nth(2).set_input_files(str(photo_files[1]))
+    uploads = page.locator("#pair_tab input[type=file]")
+    uploads.nth(0).set_input_files(str(photo_files[0]))
+    uploads.nth(1).set_input_files(str(photo_files[1]))
     page.get_by_text("Face found").nth(1).wait_for(timeout=60_000)
     page.locator("#generate_pair").click()
     page.locator("#pair_gallery img").first.wait_for(timeout=120_000)
     assert "A: the first 'man'" in page.locator("#pair_info").inner_text()
     page.screenshot(path=str(ARTIFACTS / "two-people.png"), full_page=True)
+
+
+def test_creative_tools_are_reachable(page):
+    page.get_by_role("tab", name="Single portrait").click()
+    assert page.get_by_label("Style", exact=True).first.is_visible()  # beside Size, not under Advanced
+    assert page.get_by_text("More photos of you (up to 3, averaged)").is_visible()
+    page.get_by_role("tab", name="Your photo").click()
+    page.locator("#generate_edit").wait_for(timeout=30_000)
+    assert page.get_by_text("The face in my photo").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "your-photo.png"), full_page=True)

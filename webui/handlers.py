@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 from PIL import Image
 
+from portrait.detailer import detail_images
 from portrait.errors import NoFaceError, PortraitError
 from portrait.multi import Person, PortraitBoothPeoplePipeline, describe_region
 from portrait.pipeline import PortraitBoothPipeline
@@ -21,14 +22,17 @@ from portrait.prompts import build_identity_prompt
 from portrait.provenance import provenance_text
 from portrait.runtime import seeded_generators
 from portrait.safety import FLAGGED_NOTE
+from portrait.selfies import MAX_PHOTOS, encode_checked
 from portrait.speed import SAMPLERS, make_scheduler
+from portrait.styles import ASPECTS, canvas_size, styled
+from portrait.styles import NO_STYLE as NO_TEMPLATE
 
 from .adapters import NO_STYLE, Adapters
+from .control import Controls
 from .errors import user_errors
 from .previews import face_preview, regions_preview
 from .uploads import UploadReader
 
-ASPECTS = {"Square 1:1": (1, 1), "Portrait 3:4": (3, 4), "Landscape 4:3": (4, 3), "Tall 2:3": (2, 3), "Wide 3:2": (3, 2)}
 NO_EXPRESSION = "none"
 CUSTOM_WORD = "custom"
 
@@ -64,6 +68,7 @@ class Sampling:
     steps: int = 50
     guidance: float = 5.0
     aspect: str = "Square 1:1"
+    style_template: str = NO_TEMPLATE
 
     def check(self, limits: Limits) -> None:
         """A clear sentence for every number out of range (NaN and infinity fail every comparison)."""
@@ -77,14 +82,6 @@ class Sampling:
             raise gr.Error("Seed must be a whole number from 0 up, or tick 'Random seed'.")
         if self.aspect not in ASPECTS:
             raise gr.Error(f"Size must be one of: {', '.join(ASPECTS)}.")
-
-
-def canvas_size(aspect: str, native: int) -> tuple[int, int]:
-    """(width, height) of about native² pixels in the given aspect, in steps the models accept."""
-    ratio_w, ratio_h = ASPECTS.get(aspect, (1, 1))
-    step = max(16, native // 8)
-    scale = native / (ratio_w * ratio_h) ** 0.5
-    return max(step, round(ratio_w * scale / step) * step), max(step, round(ratio_h * scale / step) * step)
 
 
 def chosen_word(identity_word: str, custom_word: str) -> str:
@@ -110,6 +107,7 @@ class PortraitService:
         limits: Limits = Limits(),
         example: Image.Image | None = None,
         adapters: Adapters | None = None,
+        random_controlnets: bool = False,
     ):
         self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)  # the browser shows progress; requests' pipelines inherit this
@@ -117,6 +115,7 @@ class PortraitService:
         self.example = example
         self.adapters = adapters or Adapters()
         self.uploads = UploadReader()
+        self.controls = Controls(pipe, self.uploads, random_controlnets)
         self.native_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.stopping: set[str] = set()
 
@@ -138,6 +137,12 @@ class PortraitService:
         analysis = self.pipe.face_analyzer.analyze(image)
         message = analysis.notice or "Face found."
         return face_preview(analysis), f"{message} ({image.width}×{image.height} photo)", image
+
+    def more_photos(self, uploads: list[str] | None) -> list[Image.Image]:
+        """The further photos of the same person a request sent (read, then deleted from disk)."""
+        if len(uploads or []) > MAX_PHOTOS - 1:
+            raise gr.Error(f"Up to {MAX_PHOTOS} photos of one person: the selfie and {MAX_PHOTOS - 1} more.")
+        return [image for image in self.uploads.read(list(uploads or [])) if image is not None]
 
     def _faces(self, uploads: list, remembered: list[Image.Image | None], whose: list[str]) -> list[Image.Image]:
         """This request's uploads, else the photos this session uploaded before."""
@@ -167,6 +172,8 @@ class PortraitService:
         else:
             steps_and_guidance = {"num_inference_steps": int(settings.steps), "guidance_scale": float(settings.guidance)}
             described = f"{int(settings.steps)} steps · guidance {settings.guidance}"
+        if settings.style_template != NO_TEMPLATE:
+            described += f" · style {settings.style_template}"
         run = Run(
             session=request.session_hash if request else "",
             seeds=[first + index for index in range(int(settings.num_images))],
@@ -191,6 +198,21 @@ class PortraitService:
             callback_on_step_end=on_step,
         )
         return run, sampling
+
+    def _steered(self, run: Run, pipe: PortraitBoothPipeline, picture, kind: str, scale: float) -> PortraitBoothPipeline:
+        """`pipe` under the request's ControlNet when it sent a control picture (the caption says so)."""
+        steered, described = self.controls.steer(pipe, picture, kind, scale, run.size)
+        if described:
+            run.settings += f" · {described}"
+        return steered
+
+    def _detail(self, wanted: bool, run: Run, pipe: PortraitBoothPipeline, result, faces: list, sampling: dict) -> list[str]:
+        """The face detailer over the pictures of `result` (replaced in place) when asked; its notes, once each."""
+        if not wanted or run.session in self.stopping:
+            return []
+        arguments = {name: sampling[name] for name in ("negative_prompt", "num_inference_steps", "guidance_scale")}
+        result.images, notes = detail_images(pipe, result.images, run.seeds, result.prompts, faces, result.regions, **arguments)
+        return list(dict.fromkeys(notes))
 
     def _finish(self, run: Run, result, notes: list[str]) -> tuple[list, str]:
         """Gallery items captioned with their own seeds and carrying their provenance, and the note;
@@ -228,18 +250,26 @@ class PortraitService:
         identity_start: float | None = None,
         fast: bool = False,
         style: str = NO_STYLE,
+        style_template: str = NO_TEMPLATE,
+        detailer: bool = True,
+        control_image: str | bytes | None = None,
+        control: str = "canny",
+        control_scale: float = 1.0,
+        more_faces: list[str] | None = None,
         remembered_face: Image.Image | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """One person: a gallery of (image, caption) and a note on what happened."""
-        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        prompt, negative_prompt = styled(style_template, prompt, negative_prompt)
+        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect, style_template)
         run, sampling = self._start(request, progress, settings, fast, style)
         (photo,) = self._faces([face], [remembered_face], ["your"])
         pipe = self._request_pipeline(fast)
-        encoding = pipe.encode_faces(photo)
+        encoding, checked, _ = encode_checked(pipe, [photo, *self.more_photos(more_faces)])
+        maker = self._steered(run, pipe, control_image, control, control_scale)
         with self.adapters.used_by(pipe, fast, style):
-            result = pipe(
+            result = maker(
                 prompt,
                 face=encoding,
                 identity_word=chosen_word(identity_word, custom_word),
@@ -247,7 +277,8 @@ class PortraitService:
                 identity_start=identity_start,
                 **sampling,
             )
-        notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note]
+            detailed = self._detail(detailer, run, pipe, result, [encoding], sampling)
+        notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note] + checked.sentences() + detailed
         return self._finish(run, result, notes)
 
     @user_errors
@@ -270,13 +301,19 @@ class PortraitService:
         aspect: str = "Landscape 4:3",
         fast: bool = False,
         style: str = NO_STYLE,
+        style_template: str = NO_TEMPLATE,
+        detailer: bool = True,
+        control_image: str | bytes | None = None,
+        control: str = "canny",
+        control_scale: float = 1.0,
         remembered_face_a: Image.Image | None = None,
         remembered_face_b: Image.Image | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
         """Two people, person A on the left of `split`, person B on the right."""
-        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect)
+        prompt, negative_prompt = styled(style_template, prompt, negative_prompt)
+        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect, style_template)
         run, sampling = self._start(request, progress, settings, fast, style)
         photos = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
         pipe = self._request_pipeline(fast, PortraitBoothPeoplePipeline)
@@ -285,15 +322,17 @@ class PortraitService:
             Person(faces[0], identity_word_a or None, chosen_expression(expression_a)),
             Person(faces[1], identity_word_b or None, chosen_expression(expression_b)),
         ]
+        maker = self._steered(run, pipe, control_image, control, control_scale)
         with self.adapters.used_by(pipe, fast, style):
-            result = pipe(prompt, people, split=split, **sampling)
+            result = maker(prompt, people, split=split, **sampling)
+            detailed = self._detail(detailer, run, pipe, result, faces, sampling)
         order = sorted(p.identity_span for p in result.prompts)
         places = [describe_region(mask) for mask in result.regions] if result.regions else ["placed by the prompt (one pass)"] * 2
         notes = [
             f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {place}."
             for name, p, place in zip("AB", result.prompts, places)
         ]
-        return self._finish(run, result, notes)
+        return self._finish(run, result, notes + detailed)
 
     def stop(self, request: gr.Request) -> None:
         self.stopping.add(request.session_hash)
