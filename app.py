@@ -96,7 +96,7 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
     lcm = args.lcm_lora if args.lcm_lora is not None else (None if source.base == TINY else LCM_LORA_ID)
     if banner is None and not pipe.stea.is_trained:
         banner = UNTRAINED_BANNER
-    banner = "<br>".join(line for line in (banner, identity_model_line(pipe)) if line)  # which model runs, and its licence
+    banner = "<br>".join(line for line in (banner, identity_model_line(pipe, source)) if line)  # which model runs, and its licence
     adapters = Adapters.load(pipe, lcm or None, args.lora)
     example = load_image(ASSETS / "faces" / "astronaut.png")  # assets/ holds the app's examples (assets/README.md)
     service = PortraitService(pipe, Limits(max_images=args.max_images), example, adapters, random_controlnets=source.is_preset)

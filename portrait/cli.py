@@ -242,6 +242,14 @@ def generate(args: argparse.Namespace) -> list[Path]:
         for index, (sources, placed, place) in enumerate(zip(args.face, result.prompts, places), start=1):
             word = placed.text[slice(*placed.identity_span)]
             print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {place}")
+    images, detailer_notes = result.images, ["off"] * len(seeds)
+    if args.detailer:
+        images, detailer_notes = detail_images(
+            pipe, images, seeds, result.prompts, faces, result.regions, negative_prompt=negative_prompt,
+            num_inference_steps=args.steps, guidance_scale=args.guidance,
+        )  # fmt: skip
+        for image_seed, note in zip(seeds, detailer_notes):
+            print(f"seed {image_seed}: {note}")
     prompt = result.prompts[0]
     if prompt.notice:
         print(prompt.notice)
@@ -258,7 +266,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "identity_start": "model default" if args.identity_start is None else str(args.identity_start),
         "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
         "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
-        "identity_model": identity_model_line(pipe),
+        "identity_model": identity_model_line(pipe, model_source(args)),
         "edit": describe_edit(args),
         "control": f"{args.control} from {args.control_image.name}, scale {args.control_scale:g}" if args.control_image else "none",
     }

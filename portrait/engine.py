@@ -99,7 +99,7 @@ def load_engine(source: ModelSource) -> PortraitBoothPipeline:
     pipe = load_pipeline(source)
     if source.base == TINY:
         logger.warning(TINY_NOTICE)
-    logger.info(identity_model_line(pipe))
+    logger.info(identity_model_line(pipe, source))
     pipe.face_analyzer = FaceAnalyzer.load(source.detector, weights_dir=source.weights_dir, device=pipe.device)
     return pipe
 
@@ -144,10 +144,13 @@ def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
 
 
 
-def identity_model_line(pipe: PortraitBoothPipeline) -> str:
+def identity_model_line(pipe: PortraitBoothPipeline, source: ModelSource | None = None) -> str:
     """Which identity model runs and under what licence: for the app's banner and the CLI's log."""
     base = "Stable Diffusion 1.5 (CreativeML OpenRAIL-M)"
+    if source is not None and source.is_preset:
+        base = f"the {source.base} preset's toy models (no Stable Diffusion)"
     if is_fastcomposer(pipe):
         return f"Identity model: FastComposer ({FASTCOMPOSER_HUB_ID}, {FASTCOMPOSER_LICENCE} licence) on {base}"
-    state = "trained weights" if pipe.stea.is_trained else "untrained STEA: pictures follow the prompt, not the face"
+    trained = "trained weights" if source is None or source.portrait_weights else "random weights"
+    state = trained if pipe.stea.is_trained else "untrained STEA: pictures follow the prompt, not the face"
     return f"Identity model: PortraitBooth ({state}; code Apache-2.0) on {base}"
