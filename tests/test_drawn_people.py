@@ -7,9 +7,10 @@ import pytest
 
 from portrait.presets import tiny_tokenizer
 from train.config import TrainConfig
+from experiments.drawn_people.runner import RECIPE
 from train.data_format import read_manifest
 from train.dataset import Draw, PortraitDataset
-from train.drawn_people import EXPRESSIONS, DrawnPeopleConfig, draw_frame, split_people, write_drawn_people
+from experiments.drawn_people.world import EXPRESSIONS, DrawnPeopleConfig, draw_frame, split_people, write_drawn_people
 
 SMALL = DrawnPeopleConfig(size=32, train_people=6, heldout_people=4, frames_per_person=3, seed=3)
 
@@ -50,7 +51,7 @@ def test_references_show_another_expression_and_captions_name_both_words(written
 
 
 def test_landmarks_sit_on_the_face_and_expressions_change_the_mouth():
-    from train.drawn_people import Person
+    from experiments.drawn_people.world import Person
 
     person = Person(sex=1, hair_style=0, skin=2, hair_colour=1, face_width=1)
     frames = {e: draw_frame(person, e, np.random.default_rng(0), 64) for e in EXPRESSIONS}
@@ -66,7 +67,7 @@ def test_landmarks_sit_on_the_face_and_expressions_change_the_mouth():
 
 def test_the_written_set_loads_through_the_training_reader(written):
     _, train, _ = written
-    config = TrainConfig.load("train/configs/drawn.yaml", unconditional_fraction=0.0, text_only_fraction=0.0)
+    config = TrainConfig.load(RECIPE, unconditional_fraction=0.0, text_only_fraction=0.0)
     tokenizer = tiny_tokenizer(16)
     item = PortraitDataset(train, tokenizer, config)[Draw(0, 1)]
     assert item["pixel_values"].shape == (3, 32, 32) and item["reference"].shape == (3, 112, 112)

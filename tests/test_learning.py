@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import learning
-from train.heldout_eval import EvalSettings, Judgement, bootstrap_interval, summarize
-from train.standins import Schedule, train_autoencoder
-from train.trait_reader import TraitReader
+from experiments.drawn_people import runner as learning
+from experiments.drawn_people.heldout import EvalSettings, Judgement, bootstrap_interval, summarize
+from experiments.drawn_people.measurer import TraitReader
+from experiments.drawn_people.standins import Schedule, train_autoencoder
 
 
 def judgement(**columns) -> Judgement:

@@ -3,7 +3,7 @@
 For every held-out person (never seen by any training step) the pipeline gets one reference: the
 aligned crop of a frame showing expression r. It is asked for every *other* expression e, several
 images each, with seeds that depend only on (person, expression, image), so every run is judged on
-the same requests. The measurer (train/trait_reader.py) then reads each image:
+the same requests. The measurer (measurer.py) then reads each image:
 
 - identification: the nearest of the K held-out people, by the trait vector of their reference
   frame (chance 1/K);
@@ -31,10 +31,10 @@ from portrait.face.analyzer import image_to_tensor
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 from portrait.runtime import seeded_generators
 
-from .attention import install_attention_capture, remove_attention_capture
-from .data_format import read_manifest
-from .dataset import Draw, PortraitDataset, collate
-from .trait_reader import TraitReader
+from train.attention import install_attention_capture, remove_attention_capture
+from train.data_format import read_manifest
+from train.dataset import Draw, PortraitDataset, collate
+from .measurer import TraitReader
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from portrait.face.analyzer import image_to_tensor
 from portrait.files import write_text
 from portrait.prompts import build_identity_prompt
 
-from .data_format import MANIFEST, Sample, save_image_atomically, write_sample
+from train.data_format import MANIFEST, Sample, save_image_atomically, write_sample
 
 SEXES = ("man", "woman")
 HAIR_STYLES = {"man": ("short", "bald", "tall"), "woman": ("long", "bob", "bun")}
