@@ -477,9 +477,11 @@ def _test(differences: np.ndarray, permutations: int) -> dict:
 
 
 # ------------------------------------------------------------------ reporting
-def markdown_tables(summary: dict, seeds: int, groups: tuple[str, ...]) -> str:
+def markdown_tables(summary: dict, seeds: list[int], groups: tuple[str, ...]) -> str:
+    """The tables of `summary` (from `aggregate` over the split seeds `seeds`), in markdown."""
+
     def cell(value: dict) -> str:
-        if seeds < 2:
+        if len(seeds) < 2:
             return f"{value['mean']:.2f}"
         return f"{value['mean']:.2f} [{value['low']:.2f}, {value['high']:.2f}]"
 
@@ -488,7 +490,7 @@ def markdown_tables(summary: dict, seeds: int, groups: tuple[str, ...]) -> str:
         rows, tests, chance = summary["rows"][group], summary["tests"][group], summary["chance"][group]
         people = tests["full_vs_word_only_ceiling"]["people"]
         lines += [
-            f"**{GROUPS[group]}**: {seeds} split seeds, {people} people in all; mean [95 % interval over seeds]",
+            f"**{GROUPS[group]}**: {len(seeds)} split seeds, {people} people in all; mean [95 % interval over seeds]",
             "",
             "| run | identification | identity similarity | expression accuracy | expression leak | identity-token attention in face "
             "| expression-token attention in face | full − this run, identification (p over people) |",
@@ -511,14 +513,14 @@ def markdown_tables(summary: dict, seeds: int, groups: tuple[str, ...]) -> str:
             "",
             f"Identification per seed ({group}):",
             "",
-            "| run | " + " | ".join(f"seed {s}" for s in range(seeds)) + " |",
-            "|---|" + "---|" * seeds,
+            "| run | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+            "|---|" + "---|" * len(seeds),
         ]
         lines += [f"| {LABELS[name]} | " + " | ".join(f"{v:.2f}" for v in rows[name]["id_acc"]["per_seed"]) + " |" for name in ROWS]
         lines.append("")
     if summary["pairs"]:
         lines += [
-            f"**Two test people in one picture** (full model, each in their own half; {seeds} seeds; mean [95 % interval over seeds])",
+            f"**Two test people in one picture** (full model, each in their own half; {len(seeds)} seeds; mean [95 % interval over seeds])",
             "",
             "| made | right person in their half | swapped (the other person read) | expression per person | time vs one person |",
             "|---|---|---|---|---|",
@@ -597,7 +599,7 @@ def run(out: Path, scale: Scale, seeds: int, workers: int, validation: bool = Fa
     }
     name = "validation" if validation else "results"
     write_text(out / f"{name}.json", json.dumps(results, indent=1))
-    write_text(out / ("validation.md" if validation else "table.md"), markdown_tables(summary, seeds, groups))
+    write_text(out / ("validation.md" if validation else "table.md"), markdown_tables(summary, list(range(seeds)), groups))
     if not validation:
         first = Experiment(out / "seed-0", scale, 0)
         examples = {}
