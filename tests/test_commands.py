@@ -78,7 +78,7 @@ CASES = {
     ),
     "not a CelebV-Text folder": (["-m", "train.prepare_celebvt", "--celebvt", "{root}/empty", "--out", "{root}/prepared"], "no videos/ folder"),
     "bad benchmark option": (["-m", "benchmarks.inference", "--tiny", "--options", "bogus"], "unknown option 'bogus'"),
-    "experiment output is a file": (["-m", "benchmarks.learning", "--quick", "--out", "{root}/a_file"], "a file stands where a folder is needed"),
+    "experiment output is a file": (["-m", "experiments.drawn_people", "--quick", "--out", "{root}/a_file"], "a file stands where a folder is needed"),
 }
 
 

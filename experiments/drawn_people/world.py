@@ -8,9 +8,11 @@ every frame is jittered in position, scale, background and clothes. Frames are w
 project's own training-set format (train/data_format.py), with the reference of each sample another
 frame of the same person *with a different expression*, as CelebV-Text's middle frame is.
 
-People are split into training people and held-out people; held-out people are distinct trait
-vectors never drawn in the training split, at least `min_heldout_distance` traits apart from each
-other so that telling them apart is a fair task. Everything is a pure function of the seed.
+People are split (`split_people`) into training people and three held-out groups that no training step
+sees: `test` (new combinations of trait values that all occur in training), `novel` (people with a skin
+tone or hair colour that no training frame shows) and `validation` (for choosing settings, never the
+test people). Within a group people are at least `min_heldout_distance` traits apart, so that telling
+them apart is a fair task. Everything is a pure function of the seed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from portrait.face.analyzer import image_to_tensor
 from portrait.files import write_text
 from portrait.prompts import build_identity_prompt
 
-from .data_format import MANIFEST, Sample, save_image_atomically, write_sample
+from train.data_format import MANIFEST, Sample, save_image_atomically, write_sample
 
 SEXES = ("man", "woman")
 HAIR_STYLES = {"man": ("short", "bald", "tall"), "woman": ("long", "bob", "bun")}
@@ -68,11 +70,30 @@ class Person:
 class DrawnPeopleConfig:
     size: int = 64
     train_people: int = 200
-    heldout_people: int = 10
+    heldout_people: int = 10  # test people: new combinations of trait values that all occur in training
+    novel_people: int = 10  # test people whose novel trait value never occurs in training
+    validation_people: int = 10  # for choosing settings; never the test people
     frames_per_person: int = 8  # training samples per person (each with its own reference frame)
-    heldout_frames: int = 4  # held-out frames per person, one per expression (attention measure, measurer check)
-    min_heldout_distance: int = 3  # traits in which any two held-out people differ
+    min_heldout_distance: int = 3  # traits in which any two people of one held-out group differ
     seed: int = 0
+
+
+HELDOUT_GROUPS = ("test", "novel", "validation")
+NOVEL_TRAITS = ("skin", "hair_colour")  # a value of one of these is withheld from training
+
+
+@dataclass(frozen=True)
+class Split:
+    """Who is in which set, and the trait value no training frame shows (held by the `novel` group only)."""
+
+    train: list[Person]
+    test: list[Person]
+    novel: list[Person]
+    validation: list[Person]
+    novel_trait: tuple[str, int]  # (trait name, value index)
+
+    def group(self, name: str) -> list[Person]:
+        return getattr(self, name)
 
 
 @dataclass
@@ -88,30 +109,44 @@ def all_people() -> list[Person]:
     return [Person(*values) for values in itertools.product(*(range(count) for count in TRAITS.values()))]
 
 
-def split_people(config: DrawnPeopleConfig) -> tuple[list[Person], list[Person]]:
-    """(training people, held-out people): disjoint sets of trait vectors, drawn by the seed.
+def split_people(config: DrawnPeopleConfig) -> Split:
+    """Training people and three held-out groups, disjoint, drawn by the seed before anything else exists.
 
-    Held-out people are picked first, half of each sex, each at least `min_heldout_distance` traits
-    from those already picked; the training people are drawn from everyone else.
+    First the seed withholds one value of skin tone or hair colour: the `novel` group has it, nobody
+    else does. Then the `test` and `validation` groups are picked among the rest (half of each sex,
+    each person at least `min_heldout_distance` traits from the others of the group, one fewer in the
+    novel group, whose people all share the novel value); the training
+    people are drawn from whoever is left.
     """
     rng = np.random.default_rng((config.seed, 0))
+    trait = NOVEL_TRAITS[int(rng.integers(len(NOVEL_TRAITS)))]
+    value = int(rng.integers(TRAITS[trait]))
     people = all_people()
-    order = rng.permutation(len(people))
-    heldout: list[Person] = []
-    for index in order:
-        candidate = people[index]
-        same_sex = sum(p.sex == candidate.sex for p in heldout)
-        if same_sex >= (config.heldout_people + 1 - candidate.sex) // 2:
-            continue
-        if all(candidate.distance(p) >= config.min_heldout_distance for p in heldout):
-            heldout.append(candidate)
-        if len(heldout) == config.heldout_people:
+    order = [people[index] for index in rng.permutation(len(people))]
+    novel_trait = (trait, value)
+    has_novel = [getattr(person, trait) == value for person in order]
+    # The novel group shares its novel value, so its people are one trait fewer apart than the other groups'.
+    novel = _spread_group([p for p, flag in zip(order, has_novel) if flag], config.novel_people, config.min_heldout_distance - 1)
+    familiar = [p for p, flag in zip(order, has_novel) if not flag]
+    test = _spread_group(familiar, config.heldout_people, config.min_heldout_distance)
+    validation = _spread_group([p for p in familiar if p not in set(test)], config.validation_people, config.min_heldout_distance)
+    taken = set(test) | set(validation)
+    training = [p for p in familiar if p not in taken][: config.train_people]
+    return Split(training, test, novel, validation, novel_trait)
+
+
+def _spread_group(candidates: list[Person], count: int, distance: int) -> list[Person]:
+    """The first `count` of `candidates` (in order) that are `distance` traits apart, half of each sex."""
+    group: list[Person] = []
+    for candidate in candidates:
+        if len(group) == count:
             break
-    if len(heldout) < config.heldout_people:
-        raise ValueError(f"Only {len(heldout)} held-out people are {config.min_heldout_distance} traits apart")
-    taken = set(heldout)
-    training = [people[index] for index in order if people[index] not in taken][: config.train_people]
-    return training, heldout
+        same_sex = sum(p.sex == candidate.sex for p in group)
+        if same_sex < (count + 1 - candidate.sex) // 2 and all(candidate.distance(p) >= distance for p in group):
+            group.append(candidate)
+    if len(group) < count:
+        raise ValueError(f"Only {len(group)} of {count} held-out people are {distance} traits apart")
+    return group
 
 
 def draw_frame(person: Person, expression: str, rng: np.random.Generator, size: int = 64) -> Frame:
@@ -232,23 +267,37 @@ def aligned_reference(frame: Frame) -> Image.Image:
     return Image.fromarray((aligned.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
 
 
+SPLIT_CODES = {"train": 1, "test": 2, "novel": 3, "validation": 4}
+
+
 def frame_rng(seed: int, person: Person, index: int, split: str) -> np.random.Generator:
-    return np.random.default_rng((seed, {"train": 1, "heldout": 2}[split], *person.traits(), index))
+    return np.random.default_rng((seed, SPLIT_CODES[split], *person.traits(), index))
+
+
+def reference_expression_of(number: int) -> str:
+    """The expression of a held-out person's evaluation reference: balanced over the group (person n: n mod 4)."""
+    return EXPRESSIONS[number % len(EXPRESSIONS)]
 
 
 def write_split(root: Path, people: list[Person], split: str, config: DrawnPeopleConfig) -> Path:
     """One set in the training format: per person, frames with a reference of another expression.
 
-    Training frames draw their expressions at random; held-out frames show each expression once
-    (in the order of EXPRESSIONS), so an evaluation can ask every person for every expression.
+    Training frames draw their expressions at random. Held-out frames show each expression once (in the
+    order of EXPRESSIONS), each with a reference of the person's evaluation expression
+    (`reference_expression_of`), or, for the frame that shows that expression, of the next one.
     """
     folder = Path(root) / split
-    count = config.frames_per_person if split == "train" else config.heldout_frames
+    held_out = split != "train"
+    count = len(EXPRESSIONS) if held_out else config.frames_per_person
     for number, person in enumerate(people):
         for index in range(count):
             rng = frame_rng(config.seed, person, index, split)
-            expression = EXPRESSIONS[index % len(EXPRESSIONS)] if split == "heldout" else str(rng.choice(EXPRESSIONS))
-            reference_expression = str(rng.choice([e for e in EXPRESSIONS if e != expression]))
+            if held_out:
+                expression, chosen = EXPRESSIONS[index], reference_expression_of(number)
+                reference_expression = chosen if chosen != expression else EXPRESSIONS[(index + 1) % len(EXPRESSIONS)]
+            else:
+                expression = str(rng.choice(EXPRESSIONS))
+                reference_expression = str(rng.choice([e for e in EXPRESSIONS if e != expression]))
             target = draw_frame(person, expression, rng, config.size)
             reference = draw_frame(person, reference_expression, rng, config.size)
             template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
@@ -273,21 +322,24 @@ def write_split(root: Path, people: list[Person], split: str, config: DrawnPeopl
     return folder
 
 
-def write_drawn_people(root: str | Path, config: DrawnPeopleConfig = DrawnPeopleConfig()) -> tuple[Path, Path]:
-    """Write ROOT/train and ROOT/heldout (each a training-format set) and ROOT/people.json.
+def write_drawn_people(root: str | Path, config: DrawnPeopleConfig = DrawnPeopleConfig()) -> dict[str, Path]:
+    """Write ROOT/train and one set per held-out group (ROOT/test, novel, validation), and ROOT/people.json.
 
-    A finished set (people.json present, written last, for the same config) is left as it is.
+    Returns {set name: folder}. A finished set (people.json present, written last, for the same config) is
+    left as it is.
     """
     root = Path(root)
     record = root / "people.json"
-    training, heldout = split_people(config)
-    description = {"config": asdict(config), "train": [list(p.traits()) for p in training],
-                   "heldout": [list(p.traits()) for p in heldout], "traits": TRAITS, "expressions": EXPRESSIONS}  # fmt: skip
+    split = split_people(config)
+    names = ("train", *HELDOUT_GROUPS)
+    description = {"config": asdict(config), **{name: [list(p.traits()) for p in split.group(name)] for name in names},
+                   "novel_trait": list(split.novel_trait), "traits": TRAITS, "expressions": EXPRESSIONS}  # fmt: skip
+    folders = {name: root / name for name in names}
     if record.is_file() and json.loads(record.read_text()) == json.loads(json.dumps(description)):
-        return root / "train", root / "heldout"
-    for split in ("train", "heldout"):
-        (root / split / MANIFEST).unlink(missing_ok=True)  # an unfinished earlier write is redone whole
-    write_split(root, training, "train", config)
-    write_split(root, heldout, "heldout", config)
+        return folders
+    for name in names:
+        (root / name / MANIFEST).unlink(missing_ok=True)  # an unfinished earlier write is redone whole
+    for name in names:
+        write_split(root, split.group(name), name, config)
     write_text(record, json.dumps(description, indent=1))
-    return root / "train", root / "heldout"
+    return folders

@@ -1,7 +1,7 @@
 """Stand-ins for the pretrained parts that PortraitBooth keeps frozen, trained here at toy size.
 
 In the paper the VAE comes with Stable Diffusion and φ with TFace, both pretrained on millions of
-images and frozen during PortraitBooth training. At CPU scale (benchmarks/learning.py) their tiny
+images and frozen during PortraitBooth training. At CPU scale (runner.py) their tiny
 versions are trained first, on training people only, so that their outputs mean something: the
 VAE as an autoencoder, φ as a face-recognition network with people as classes. Neither ever sees
 a held-out person.
