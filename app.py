@@ -1,9 +1,11 @@
 """PortraitBooth in the browser: a selfie and a prompt in, portraits out, for one or two people.
 
-    python app.py                     # real weights when present, else the tiny preset with a banner
+    python app.py                     # SD 1.5 when present, else the offline demo of drawn people (banner says which)
+    python app.py --demo              # the offline demo: a toy model of drawn people, trained on a CPU
     python app.py --tiny --port 7860  # tiny untrained models, never touches the network
 
-Named API endpoints (gradio_client): detect_face, generate, generate_pair.
+Named API endpoints (gradio_client): detect_face, generate, generate_pair; in the offline demo
+detect_face, generate_drawn, generate_drawn_pair (webui/demo.py).
 Every picture passes SD 1.5's safety checker and carries an invisible watermark and "AI-generated"
 metadata; --no-safety-checker and --no-watermark exist for research use only.
 """
@@ -22,12 +24,14 @@ import gradio as gr
 
 from portrait.commands import CommandParser, port, positive_int
 from portrait.commands import run as run_command
-from portrait.engine import TINY, add_model_arguments, load_engine, model_source
+from portrait.demo import DEMO_MODEL, demo_available
+from portrait.engine import TINY, add_model_arguments, demo_settings, load_engine, model_source
 from portrait.errors import MissingWeightsError
 from portrait.images import load_image
 from portrait.prompts import EMOTION_WORDS
 from portrait.speed import LCM_LORA_ID, parse_lora
 from webui.adapters import NO_STYLE, Adapters
+from webui.demo import DEMO_BANNER, DemoService, build_demo_app
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.uploads import FaceUpload
 from webui.wiring import inputs_for
@@ -77,22 +81,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]:
-    """The service on real weights when they load, else on the tiny preset; and the banner to show."""
+    """The service and the banner to show. The model, in this order: the one a flag names (--tiny, --demo);
+    else Stable Diffusion (with PortraitBooth weights when given) when it loads; else the offline demo of
+    drawn people (assets/demo); else, if that is missing too, the tiny preset. One line says which and why."""
     source = model_source(args)
+    if args.demo:
+        return demo_service(args, source, "--demo was given")
     banner = TINY_BANNER if args.tiny else None
     try:
         pipe = load_engine(source)
     except MissingWeightsError as error:
-        logger.warning("%s; starting on the tiny preset", error)
+        if demo_available():
+            return demo_service(args, model_source(args, **demo_settings()), f"no Stable Diffusion base: {error}")
+        logger.warning("Serving the tiny preset (noise), since assets/demo is missing too: %s", error)
         source = dataclasses.replace(source, base=TINY, portrait_weights=None)
         pipe = load_engine(source)
         banner = f"{TINY_BANNER}<br>Missing: {error}"
+    weights = f" with PortraitBooth weights {source.portrait_weights}" if source.portrait_weights else ""
+    logger.info("Serving %s", f"{source.base}{weights}" if source.base != TINY else "the tiny preset: noise")
     lcm = args.lcm_lora if args.lcm_lora is not None else (None if source.base == TINY else LCM_LORA_ID)
     if banner is None and not pipe.stea.is_trained:
         banner = UNTRAINED_BANNER
     adapters = Adapters.load(pipe, lcm or None, args.lora)
     example = load_image(ASSETS / "faces" / "astronaut.png")  # assets/ holds the app's examples (assets/README.md)
     return PortraitService(pipe, Limits(max_images=args.max_images), example, adapters), banner
+
+
+def demo_service(args: argparse.Namespace, source, why: str) -> tuple[DemoService, str]:
+    pipe = load_engine(source)
+    logger.info("Serving the offline demo, a toy model of drawn people (%s), because %s", DEMO_MODEL, why)
+    return DemoService(pipe, Limits(max_images=args.max_images)), DEMO_BANNER
 
 
 def generation_controls(service: PortraitService, aspect: str) -> dict:
@@ -214,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
     service, banner = load_service(args)
-    demo = build_app(service, banner)
+    demo = build_demo_app(service, banner) if isinstance(service, DemoService) else build_app(service, banner)
     demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
     # show_error: a request that Gradio itself refuses (a path that was not uploaded, a value not among the
     # choices) hears why; the handlers turn their own failures into one sentence (webui/errors.py).

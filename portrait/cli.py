@@ -12,9 +12,11 @@ from PIL import Image
 
 from .commands import CommandParser
 from .commands import run as run_command
+from .demo import DEMO_PREFIX, PHOTO_NOTE, enlarged, example_person
 from .engine import add_model_arguments, load_engine, model_source
 from .errors import OptionError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
+from .face.analyzer import FaceAnalysis
 from .files import atomic_path
 from .images import load_image
 from .multi import Person, PortraitBoothPeoplePipeline, describe_region
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="PHOTO",
         help="reference photo(s) of one person, averaged; repeat --face for a second person. "
-        f"'{EXAMPLE_PREFIX}NAME' uses a bundled example ({', '.join(EXAMPLE_FACES)})",
+        f"'{EXAMPLE_PREFIX}NAME' uses a bundled example ({', '.join(EXAMPLE_FACES)}); with --demo, "
+        f"'{DEMO_PREFIX}N' is drawn person N of assets/demo",
     )
     gen.add_argument("--prompt", required=True, help='e.g. "a photo of a woman in the snow"')
     gen.add_argument(
@@ -75,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_face(source: str) -> Image.Image:
+def read_face(source: str, demo: bool = False) -> Image.Image | FaceAnalysis:
+    """A photo, a bundled example, or (with --demo, whose model knows drawn people only) a drawn person."""
+    if demo != source.startswith(DEMO_PREFIX):
+        raise OptionError(PHOTO_NOTE if demo else f"'{DEMO_PREFIX}N' faces are drawn people, for --demo only")
+    if demo:
+        return example_person(source.removeprefix(DEMO_PREFIX)).analysis()
     if source.startswith(EXAMPLE_PREFIX):
         return example_face(source.removeprefix(EXAMPLE_PREFIX))
     return load_image(source)
@@ -88,7 +96,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         raise OptionError("--identity-occurrence counts from 1 and is for one person (several are matched in order)")
     if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_images:
         raise OptionError(f"--seed takes a whole number from 0 to 2^63, got {args.seed}")
-    photos = [[read_face(source) for source in sources] for sources in args.face]
+    photos = [[read_face(source, args.demo) for source in sources] for sources in args.face]
     sampler = SAMPLERS[args.scheduler]
     args.steps = sampler.steps if args.steps is None else args.steps
     args.guidance = sampler.guidance if args.guidance is None else args.guidance
@@ -141,11 +149,12 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "guidance": str(args.guidance),
         "identity_start": str(args.identity_start),
         "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
-        "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
+        "model": "tiny (untrained)" if args.tiny else "demo (drawn people, assets/demo)" if args.demo else str(args.portrait_weights or args.base),
     }
+    images = [enlarged(image) for image in result.images] if args.demo else result.images  # the demo draws 32×32
     return [
         save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed)})
-        for image_seed, image in zip(seeds, result.images)
+        for image_seed, image in zip(seeds, images)
     ]
 
 

@@ -4,7 +4,8 @@ The CLI, the app, training, evaluation and the benchmarks all describe their mod
 `ModelSource` and get their pipeline from `load_pipeline` (the CLI and the app through
 `load_engine`, which adds the face analyser). A base is a hub id, a diffusers folder (a plain
 Stable Diffusion or a saved PortraitBooth pipeline), or the name of a random-weight preset
-(`tiny`, `drawn`, `sd15`; see portrait/presets.py).
+(`tiny`, `drawn`, `sd15`; see portrait/presets.py). The offline demo (`--demo`, portrait/demo.py) is
+such a saved pipeline: the drawn-people model in assets/demo/model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .demo import DEMO_MODEL, check_demo
+from .errors import OptionError
 from .face.analyzer import FaceAnalyzer
 from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
 from .pipeline import PortraitBoothPipeline
@@ -28,6 +31,10 @@ TINY = "tiny"
 TINY_NOTICE = (
     "Running on untrained random models (tiny preset), so images are noise. "
     "For real portraits install the weights (README, 'Weights') and run without --tiny."
+)
+DEMO_NOTICE = (
+    "Running the offline demo: a toy model of drawn people (assets/demo), trained on a CPU; it knows drawn "
+    "people only. For real portraits install the weights (README, 'Weights')."
 )
 
 
@@ -90,6 +97,8 @@ def load_engine(source: ModelSource) -> PortraitBoothPipeline:
     pipe = load_pipeline(source)
     if source.base == TINY:
         logger.warning(TINY_NOTICE)
+    if source.base == str(DEMO_MODEL):
+        logger.warning(DEMO_NOTICE)
     pipe.face_analyzer = FaceAnalyzer.load(source.detector, weights_dir=source.weights_dir, device=pipe.device)
     return pipe
 
@@ -98,6 +107,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model flags every command shares (with environment defaults for servers and Spaces)."""
     env = os.environ.get
     parser.add_argument("--tiny", action="store_true", help="tiny untrained models: no weights, no network; makes noise")
+    parser.add_argument("--demo", action="store_true", help="the offline demo: a toy model of drawn people (assets/demo), no network")
     parser.add_argument("--base", default=env("PORTRAIT_BASE", BASE_MODEL_ID), help="SD 1.5 hub id or folder ($PORTRAIT_BASE)")
     parser.add_argument(
         "--portrait-weights", type=Path, default=env("PORTRAIT_WEIGHTS"), help="trained weights folder, stea/ unet/ ($PORTRAIT_WEIGHTS)"
@@ -113,6 +123,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
     """The `ModelSource` of parsed model flags."""
+    if args.demo:
+        if args.tiny:
+            raise OptionError("--tiny and --demo choose two different models: give one of them")
+        check_demo()
+        overrides = {**demo_settings(), **overrides}
     values = dict(
         base=TINY if args.tiny else args.base,
         portrait_weights=args.portrait_weights,
@@ -126,3 +141,9 @@ def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
     )
     return ModelSource(**{**values, **overrides})
 
+
+
+def demo_settings() -> dict:
+    """What the offline demo changes in a `ModelSource`: its model, and no safety checker, since SD 1.5's
+    comes with the SD download this mode exists without and the model draws only 32×32 cartoon faces."""
+    return dict(base=str(DEMO_MODEL), portrait_weights=None, safety_checker=False)
