@@ -31,7 +31,7 @@ from portrait.images import load_image
 from portrait.prompts import EMOTION_WORDS
 from portrait.speed import LCM_LORA_ID, parse_lora
 from webui.adapters import NO_STYLE, Adapters
-from webui.demo import DEMO_BANNER, DemoService, build_demo_app
+from webui.demo import DemoService, build_demo_app, demo_banner
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.uploads import FaceUpload
 from webui.wiring import inputs_for
@@ -110,7 +110,8 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
 def demo_service(args: argparse.Namespace, source, why: str) -> tuple[DemoService, str]:
     pipe = load_engine(source)
     logger.info("Serving the offline demo, a toy model of drawn people (%s), because %s", DEMO_MODEL, why)
-    return DemoService(pipe, Limits(max_images=args.max_images)), DEMO_BANNER
+    service = DemoService(pipe, Limits(max_images=args.max_images))
+    return service, demo_banner(service)
 
 
 def generation_controls(service: PortraitService, aspect: str) -> dict:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import subprocess
+import sys
 
 import httpx
 import numpy as np
 import pytest
 import torch
-from app_server import AppServer
+from app_server import REPO, AppServer
 from PIL import Image
 from safetensors.torch import load_file
 from scipy.stats import binom
@@ -48,7 +51,7 @@ def test_the_demo_weights_are_small_and_say_how_they_were_made():
     size = sum(path.stat().st_size for path in DEMO_FOLDER.rglob("*") if path.is_file())
     assert size < 8 * 2**20, f"assets/demo holds {size / 2**20:.1f} MB"
     record = json.loads((DEMO_FOLDER / "demo.json").read_text())
-    assert record["command"].startswith("python -m experiments.drawn_people.demo_model")
+    assert "python -m experiments.drawn_people.demo_model" in record["command"]
     assert len(record["code_version"]["commit"]) == 40 and record["scale"]["run_steps"] > 0
     for name, entry in record["files"].items():
         assert (DEMO_FOLDER / name).stat().st_size == entry["bytes"], name
@@ -94,6 +97,24 @@ def test_the_cli_demo_draws_an_example_person_and_refuses_a_photo(tmp_path, astr
     assert main([*args, "--face", str(tmp_path / "me.png")]) == 2
     assert PHOTO_NOTE in capsys.readouterr().err
     assert main(["generate", "--tiny", "--face", "demo:1", "--prompt", "a man"]) == 2
+
+
+def test_the_engine_imports_neither_the_experiment_nor_the_app():
+    code = "import sys, portrait.cli, portrait.demo; print(sorted({m.split('.')[0] for m in sys.modules} & {'experiments', 'train', 'webui'}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_missing_base_starts_the_demo_and_says_why(tmp_path, caplog):
+    import app
+    from webui.demo import DemoService, demo_banner
+
+    with caplog.at_level(logging.INFO, logger="portrait.app"):
+        service, banner = app.load_service(app.parse_args(["--base", str(tmp_path / "no-such-model")]))
+    assert isinstance(service, DemoService) and banner == demo_banner(service)
+    assert f"{WORLD.size}×{WORLD.size} pixels" in banner
+    assert f"Serving the offline demo, a toy model of drawn people ({DEMO_MODEL}), because no Stable Diffusion base" in caplog.text
+    assert "no-such-model" in caplog.text
 
 
 # ------------------------------------------------------------------ the app, started without a base

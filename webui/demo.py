@@ -31,10 +31,10 @@ NEW_PERSON = "a new person"
 PROMPT = "a photo of a {word}"  # a caption of the kind the model was trained on (world.TEMPLATES)
 PAIR_PROMPT = "a photo of a {a} and a {b}"
 DEMO_BANNER = (
-    "🧪 **Offline demo: a toy model of drawn people, trained on a CPU.** No Stable Diffusion base is on this "
+    "**Offline demo: a toy model of drawn people, trained on a CPU.** No Stable Diffusion base is on this "
     "machine, so the app serves the model that the drawn-people experiment trained (STEA, DIP and ECAC at "
-    "32×32 pixels; `assets/demo`). It carries a drawn face it never saw in training into new pictures, with "
-    "the expression you pick. Real selfies need Stable Diffusion 1.5 with PortraitBooth weights (README, "
+    "{size}×{size} pixels; `assets/demo`). It carries a drawn face it never saw in training into new pictures, "
+    "with the expression you pick. Real selfies need Stable Diffusion 1.5 with PortraitBooth weights (README, "
     "'Weights'); FastComposer's published weights do not load in this engine yet."
 )
 
@@ -161,6 +161,10 @@ class DemoService(PortraitService):
     @staticmethod
     def _shown_large(gallery: list, note: str) -> tuple[list, str]:
         return [(enlarged(image), caption) for image, caption in gallery], note
+
+
+def demo_banner(service: DemoService) -> str:
+    return DEMO_BANNER.format(size=service.native_size)
 
 
 def build_demo_app(service: DemoService, banner: str) -> gr.Blocks:
