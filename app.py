@@ -1,10 +1,12 @@
 """PortraitBooth in the browser: a selfie and a prompt in, portraits out, for one or two people.
 
-    python app.py                     # real weights when present, else the tiny preset with a banner
+    python app.py                     # SD 1.5 when present, else the offline demo of drawn people (banner says which)
+    python app.py --demo              # the offline demo: a toy model of drawn people, trained on a CPU
     python app.py --tiny --port 7860  # tiny untrained models, never touches the network
     python app.py --identity-model fastcomposer  # FastComposer's published weights (MIT) instead of PortraitBooth's
 
-Named API endpoints (gradio_client): detect_face, check_selfies, generate, generate_pair, edit_photo.
+Named API endpoints (gradio_client): detect_face, check_selfies, generate, generate_pair, edit_photo; in the offline
+demo detect_face, generate_drawn, generate_drawn_pair (webui/demo.py).
 Every picture passes SD 1.5's safety checker and carries an invisible watermark and "AI-generated"
 metadata; --no-safety-checker and --no-watermark exist for research use only.
 """
@@ -24,7 +26,8 @@ import gradio as gr
 from portrait.commands import CommandParser, port, positive_int
 from portrait.control import CONTROLS
 from portrait.commands import run as run_command
-from portrait.engine import TINY, add_model_arguments, identity_model_line, load_engine, model_source
+from portrait.demo import DEMO_MODEL, demo_available
+from portrait.engine import TINY, add_model_arguments, demo_settings, identity_model_line, load_engine, model_source
 from portrait.errors import MissingWeightsError
 from portrait.images import load_image
 from portrait.prompts import EMOTION_WORDS
@@ -32,6 +35,7 @@ from portrait.speed import LCM_LORA_ID, parse_lora
 from portrait.styles import NO_STYLE as NO_TEMPLATE
 from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters
+from webui.demo import DemoService, build_demo_app, demo_banner
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.editing import REGIONS, PhotoEdits
 from webui.selfies import SelfieChecks
@@ -83,16 +87,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]:
-    """The service on real weights when they load, else on the tiny preset; and the banner to show."""
+    """The service and the banner to show. The model, in this order: the one a flag names (--tiny, --demo);
+    else Stable Diffusion (with PortraitBooth weights when given) when it loads; else the offline demo of
+    drawn people (assets/demo); else, if that is missing too, the tiny preset. One line says which and why."""
     source = model_source(args)
+    if args.demo:
+        return demo_service(args, source, "--demo was given")
     banner = TINY_BANNER if args.tiny else None
     try:
         pipe = load_engine(source)
     except MissingWeightsError as error:
-        logger.warning("%s; starting on the tiny preset", error)
+        if demo_available():
+            return demo_service(args, model_source(args, **demo_settings()), f"no Stable Diffusion base: {error}")
+        logger.warning("Serving the tiny preset (noise), since assets/demo is missing too: %s", error)
         source = dataclasses.replace(source, base=TINY, portrait_weights=None, identity_model=None)
         pipe = load_engine(source)
         banner = f"{TINY_BANNER}<br>Missing: {error}"
+    weights = f" with PortraitBooth weights {source.portrait_weights}" if source.portrait_weights else ""
+    logger.info("Serving %s", f"{source.base}{weights}" if source.base != TINY else "the tiny preset: noise")
     lcm = args.lcm_lora if args.lcm_lora is not None else (None if source.base == TINY else LCM_LORA_ID)
     if banner is None and not pipe.stea.is_trained:
         banner = UNTRAINED_BANNER
@@ -101,6 +113,13 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
     example = load_image(ASSETS / "faces" / "astronaut.png")  # assets/ holds the app's examples (assets/README.md)
     service = PortraitService(pipe, Limits(max_images=args.max_images), example, adapters, random_controlnets=source.is_preset)
     return service, banner
+
+
+def demo_service(args: argparse.Namespace, source, why: str) -> tuple[DemoService, str]:
+    pipe = load_engine(source)
+    logger.info("Serving the offline demo, a toy model of drawn people (%s), because %s", DEMO_MODEL, why)
+    service = DemoService(pipe, Limits(max_images=args.max_images))
+    return service, demo_banner(service)
 
 
 def generation_controls(service: PortraitService, aspect: str) -> dict:
@@ -277,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
     service, banner = load_service(args)
-    demo = build_app(service, banner)
+    demo = build_demo_app(service, banner) if isinstance(service, DemoService) else build_app(service, banner)
     demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
     # show_error: a request that Gradio itself refuses (a path that was not uploaded, a value not among the
     # choices) hears why; the handlers turn their own failures into one sentence (webui/errors.py).

@@ -31,6 +31,8 @@ from .errors import MissingWeightsError, OptionError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
 from .fastcomposer import CHECKPOINT_FILE as FASTCOMPOSER_FILE
 from .fastcomposer import NAME as FASTCOMPOSER
+from .demo import DEMO_PREFIX, PHOTO_NOTE, enlarged, example_person
+from .face.analyzer import FaceAnalysis
 from .files import atomic_path
 from .images import load_image
 from .loading import BASE_MODEL_ID
@@ -58,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="PHOTO",
         help="reference photo(s) of one person, averaged; repeat --face for a second person. "
-        f"'{EXAMPLE_PREFIX}NAME' uses a bundled example ({', '.join(EXAMPLE_FACES)})",
+        f"'{EXAMPLE_PREFIX}NAME' uses a bundled example ({', '.join(EXAMPLE_FACES)}); with --demo, "
+        f"'{DEMO_PREFIX}N' is drawn person N of assets/demo",
     )
     gen.add_argument("--prompt", required=True, help='e.g. "a photo of a woman in the snow"')
     gen.add_argument(
@@ -173,7 +176,12 @@ def read_mask(source: str | None) -> Image.Image | str | None:
     return source if source in (None, FACE_REGION) else load_image(source)
 
 
-def read_face(source: str) -> Image.Image:
+def read_face(source: str, demo: bool = False) -> Image.Image | FaceAnalysis:
+    """A photo, a bundled example, or (with --demo, whose model knows drawn people only) a drawn person."""
+    if demo != source.startswith(DEMO_PREFIX):
+        raise OptionError(PHOTO_NOTE if demo else f"'{DEMO_PREFIX}N' faces are drawn people, for --demo only")
+    if demo:
+        return example_person(source.removeprefix(DEMO_PREFIX)).analysis()
     if source.startswith(EXAMPLE_PREFIX):
         return example_face(source.removeprefix(EXAMPLE_PREFIX))
     return load_image(source)
@@ -187,7 +195,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
     if args.seed is not None and not 0 <= args.seed < 2**63 - args.num_images:
         raise OptionError(f"--seed takes a whole number from 0 to 2^63, got {args.seed}")
     check_creative_options(args)
-    photos = [[read_face(source) for source in sources] for sources in args.face]
+    photos = [[read_face(source, args.demo) for source in sources] for sources in args.face]
     init_image, mask = (load_image(args.init_image), read_mask(args.mask)) if args.init_image else (None, None)
     control_picture = control_map(args.control, load_image(args.control_image), args.weights_dir) if args.control_image else None
     sampler = SAMPLERS[args.scheduler]
@@ -243,13 +251,15 @@ def generate(args: argparse.Namespace) -> list[Path]:
             word = placed.text[slice(*placed.identity_span)]
             print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {place}")
     images, detailer_notes = result.images, ["off"] * len(seeds)
-    if args.detailer:
+    if args.detailer and not args.demo:  # the demo's 32×32 cartoons hold no face a photo detector finds
         images, detailer_notes = detail_images(
             pipe, images, seeds, result.prompts, faces, result.regions, negative_prompt=negative_prompt,
             num_inference_steps=args.steps, guidance_scale=args.guidance,
         )  # fmt: skip
         for image_seed, note in zip(seeds, detailer_notes):
             print(f"seed {image_seed}: {note}")
+    if args.demo:
+        images = [enlarged(image) for image in images]  # the demo draws 32×32
     prompt = result.prompts[0]
     if prompt.notice:
         print(prompt.notice)
@@ -265,7 +275,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "guidance": str(args.guidance),
         "identity_start": "model default" if args.identity_start is None else str(args.identity_start),
         "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
-        "model": "tiny (untrained)" if args.tiny else str(args.portrait_weights or args.base),
+        "model": "tiny (untrained)" if args.tiny else "demo (drawn people, assets/demo)" if args.demo else str(args.portrait_weights or args.base),
         "identity_model": identity_model_line(pipe, model_source(args)),
         "edit": describe_edit(args),
         "control": f"{args.control} from {args.control_image.name}, scale {args.control_scale:g}" if args.control_image else "none",

@@ -4,7 +4,8 @@ The CLI, the app, training, evaluation and the benchmarks all describe their mod
 `ModelSource` and get their pipeline from `load_pipeline` (the CLI and the app through
 `load_engine`, which adds the face analyser). A base is a hub id, a diffusers folder (a plain
 Stable Diffusion or a saved PortraitBooth pipeline), or the name of a random-weight preset
-(`tiny`, `drawn`, `sd15`; see portrait/presets.py).
+(`tiny`, `drawn`, `sd15`; see portrait/presets.py). The offline demo (`--demo`, portrait/demo.py) is
+such a saved pipeline: the drawn-people model in assets/demo/model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .demo import DEMO_MODEL, check_demo
 from .errors import OptionError
 from .face.analyzer import FaceAnalyzer
 from .fastcomposer import HUB_ID as FASTCOMPOSER_HUB_ID
@@ -32,6 +34,10 @@ TINY = "tiny"
 TINY_NOTICE = (
     "Running on untrained random models (tiny preset), so images are noise. "
     "For real portraits install the weights (README, 'Weights') and run without --tiny."
+)
+DEMO_NOTICE = (
+    "Running the offline demo: a toy model of drawn people (assets/demo), trained on a CPU; it knows drawn "
+    "people only. For real portraits install the weights (README, 'Weights')."
 )
 
 
@@ -100,6 +106,8 @@ def load_engine(source: ModelSource) -> PortraitBoothPipeline:
     if source.base == TINY:
         logger.warning(TINY_NOTICE)
     logger.info(identity_model_line(pipe, source))
+    if source.base == str(DEMO_MODEL):
+        logger.warning(DEMO_NOTICE)
     pipe.face_analyzer = FaceAnalyzer.load(source.detector, weights_dir=source.weights_dir, device=pipe.device)
     return pipe
 
@@ -108,6 +116,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model flags every command shares (with environment defaults for servers and Spaces)."""
     env = os.environ.get
     parser.add_argument("--tiny", action="store_true", help="tiny untrained models: no weights, no network; makes noise")
+    parser.add_argument("--demo", action="store_true", help="the offline demo: a toy model of drawn people (assets/demo), no network")
     parser.add_argument("--base", default=env("PORTRAIT_BASE", BASE_MODEL_ID), help="SD 1.5 hub id or folder ($PORTRAIT_BASE)")
     parser.add_argument(
         "--portrait-weights", type=Path, default=env("PORTRAIT_WEIGHTS"), help="trained weights folder, stea/ unet/ ($PORTRAIT_WEIGHTS)"
@@ -128,6 +137,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
     """The `ModelSource` of parsed model flags."""
+    if args.demo:
+        if args.tiny:
+            raise OptionError("--tiny and --demo choose two different models: give one of them")
+        check_demo()
+        overrides = {**demo_settings(), **overrides}
     values = dict(
         base=TINY if args.tiny else args.base,
         portrait_weights=args.portrait_weights,
@@ -149,8 +163,16 @@ def identity_model_line(pipe: PortraitBoothPipeline, source: ModelSource | None 
     base = "Stable Diffusion 1.5 (CreativeML OpenRAIL-M)"
     if source is not None and source.is_preset:
         base = f"the {source.base} preset's toy models (no Stable Diffusion)"
+    elif source is not None and source.base == str(DEMO_MODEL):
+        base = "the offline demo's toy model of drawn people (no Stable Diffusion)"
     if is_fastcomposer(pipe):
         return f"Identity model: FastComposer ({FASTCOMPOSER_HUB_ID}, {FASTCOMPOSER_LICENCE} licence) on {base}"
     trained = "trained weights" if source is None or source.portrait_weights else "random weights"
     state = trained if pipe.stea.is_trained else "untrained STEA: pictures follow the prompt, not the face"
     return f"Identity model: PortraitBooth ({state}; code Apache-2.0) on {base}"
+
+
+def demo_settings() -> dict:
+    """What the offline demo changes in a `ModelSource`: its model, and no safety checker, since SD 1.5's
+    comes with the SD download this mode exists without and the model draws only 32×32 cartoon faces."""
+    return dict(base=str(DEMO_MODEL), portrait_weights=None, safety_checker=False)

@@ -1,4 +1,4 @@
-"""Starts `python app.py --tiny` on a free localhost port for the app tests, and stops it."""
+"""Starts `python app.py --tiny` (or with other flags and environment) on a free localhost port for the app tests, and stops it."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, cache_dir: Path, *extra: str):
+    def __init__(self, cache_dir: Path, *extra: str, model: tuple[str, ...] = ("--tiny",), env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.cache_dir = cache_dir
-        env = {**os.environ, "GRADIO_TEMP_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-        command = [sys.executable, "app.py", "--tiny", "--port", str(self.port), *extra]
+        env = {**os.environ, "GRADIO_TEMP_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+        command = [sys.executable, "app.py", *model, "--port", str(self.port), *extra]
         self.log = open(cache_dir.parent / f"app-{self.port}.log", "w")
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait()

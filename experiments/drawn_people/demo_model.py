@@ -1,0 +1,147 @@
+"""The offline demo's model: the experiment's `full` run, exported to assets/demo/ for the app and the CLI.
+
+    python -m experiments.drawn_people.demo_model [--out out/demo-model] [--assets assets/demo]
+
+Trains exactly what the full experiment (runner.py, scale FULL, one seed) trains for its `full` row,
+with the runner's own stages: drawn people, the stand-ins (VAE, φ) and the text-only base on training
+people, the measurer, then the full run (STEA + DIP + ECAC) from that base. Stages already done in OUT
+are kept. On a shared machine, run it with OMP_NUM_THREADS=1: models this small lose to thread contention.
+Then it writes ASSETS: `model/` (a saved PortraitBooth pipeline: the trained VAE, φ, UNet and STEA,
+the preset's random text encoder), `people/` (the held-out people, who no training step has seen:
+each person's reference frame and its aligned crop), `measurer.safetensors` (the trait reader, which
+saw training people only), and `demo.json`, which records how all of it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import diffusers
+import numpy as np
+import torch
+import yaml
+from diffusers import EulerDiscreteScheduler
+
+from portrait.commands import CommandParser
+from portrait.commands import run as run_command
+from portrait.files import atomic_path, write_text
+from portrait.pipeline import PortraitBoothPipeline
+
+from .runner import FULL, QUICK, RECIPE, Experiment, Scale, Stages, _quiet
+from .world import TRAITS, DrawnPeopleConfig, draw_frame, split_people
+
+PROG = "python -m experiments.drawn_people.demo_model"
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+REFERENCE_EXPRESSION = "neutral"  # what the example people's reference pictures show
+
+
+def code_version() -> dict:
+    """The commit this code is at, and the files that differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPOSITORY, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": git("status", "--porcelain").splitlines(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}  # fmt: skip
+
+
+def train_full(out: Path, scale: Scale, workers: int) -> dict[str, float]:
+    """The full experiment's stages up to its `full` run and its measurer; seconds per stage.
+
+    The code version is recorded when training starts (out/code_version.json), kept when it resumes."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "code_version.json").is_file():
+        write_text(out / "code_version.json", json.dumps(code_version(), indent=1))
+    experiment = Experiment(out, scale)
+    with Stages(experiment, workers) as stages:  # the runner's stages; side by side wherever one needs not wait
+        stages.here("drawn_people")
+        stages.side_by_side([("autoencoder", ()), ("recognizer", ())])
+        experiment.assemble_standins()
+        stages.side_by_side([("pretrain_base", ()), ("measurer", ())])
+        stages.here("train_run", "full")
+    record = out / "stage_seconds.json"  # a stage's time when it ran; later calls find it done in no time
+    seconds = {**stages.seconds, **(json.loads(record.read_text()) if record.is_file() else {})}
+    write_text(record, json.dumps(seconds))
+    return seconds
+
+
+def export(out: Path, assets: Path, scale: Scale, seconds: dict[str, float]) -> None:
+    """ASSETS/model, people/, people.json, measurer.safetensors and demo.json, from the stages in OUT."""
+    experiment = Experiment(out, scale)
+    pipe = PortraitBoothPipeline.from_pretrained(experiment.base, portrait_weights=out / "runs" / "full" / "final")
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)  # the sampler the app uses
+    with atomic_path(assets / "model") as partial:
+        pipe.save_pretrained(partial)
+    shutil.copyfile(out / "measurer.safetensors", assets / "measurer.safetensors")
+    write_example_people(assets, scale.people)
+    files = sorted(path for path in assets.rglob("*") if path.is_file() and path.suffix in (".safetensors", ".png"))
+    record = {
+        "what": f"the drawn-people experiment's `full` model (STEA + DIP + ECAC) at its {'quick' if scale == QUICK else 'full'} "
+        "scale, one seed, trained on a CPU",
+        "command": f"OMP_NUM_THREADS=1 {PROG} --out {out}{' --quick' if scale == QUICK else ''}",
+        "seed": scale.people.seed,
+        "code_version": json.loads((out / "code_version.json").read_text()),
+        "recipe": yaml.safe_load(RECIPE.read_text()),
+        "scale": json.loads(json.dumps(dataclasses.asdict(scale))),
+        "stages_seconds": seconds,
+        "sampler": "EulerDiscreteScheduler (SD 1.5's noise schedule); the app's default 50 steps, guidance 5",
+        "files": {str(path.relative_to(assets)): {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in files},
+    }
+    write_text(assets / "demo.json", json.dumps(record, indent=1))
+
+
+def write_example_people(assets: Path, world: DrawnPeopleConfig) -> None:
+    """The held-out people's reference pictures, each drawn anew with its landmarks, and people.json.
+
+    The frames are new drawings (their own jitter) of people the experiment held out; `config` lets
+    the app draw new people outside the training split."""
+    _, heldout = split_people(world)
+    people = []
+    for number, person in enumerate(heldout, start=1):
+        rng = np.random.default_rng((world.seed, 3, *person.traits()))
+        frame = draw_frame(person, REFERENCE_EXPRESSION, rng, world.size)
+        image = f"people/person-{number:02d}.png"
+        (assets / "people").mkdir(parents=True, exist_ok=True)
+        with atomic_path(assets / image) as partial:
+            frame.image.save(partial, format="PNG")
+        people.append({"name": f"person {number}", "identity_word": person.word, "image": image,
+                       "landmarks": np.round(frame.landmarks, 3).tolist(), "expression": REFERENCE_EXPRESSION,
+                       "traits": dict(zip(TRAITS, person.traits()))})  # fmt: skip
+    record = {"config": dataclasses.asdict(world), "reference_expression": REFERENCE_EXPRESSION, "people": people}
+    write_text(assets / "people.json", json.dumps(record, indent=1))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the experiment's quick scale (16×16 pictures, fewer steps)")
+    parser.add_argument("--out", type=Path, help="where the stages keep their results (default out/demo-model[-quick])")
+    parser.add_argument("--assets", type=Path, default=REPOSITORY / "assets" / "demo", help="where the demo's files go")
+    parser.add_argument("--workers", type=int, default=2, help="the full run and the measurer trained side by side")
+    parser.add_argument("--train-only", action="store_true", help="stop before writing ASSETS")
+    args = parser.parse_args(argv)
+    _quiet()
+    scale = QUICK if args.quick else FULL
+    out = args.out or Path("out") / ("demo-model-quick" if args.quick else "demo-model")
+    seconds = train_full(out, scale, args.workers)
+    print(json.dumps(seconds))
+    if not args.train_only:
+        export(out, args.assets, scale, seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main, prog=PROG))
