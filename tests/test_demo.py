@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -21,7 +22,7 @@ from scipy.stats import binom
 
 from experiments.drawn_people.measurer import TraitReader
 from experiments.drawn_people.world import (
-    EXPRESSIONS, TRAITS, DrawnPeopleConfig, Person, aligned_reference, all_people, draw_frame, split_people,
+    EXPRESSIONS, TRAITS, Person, aligned_reference, all_people, draw_frame,
 )  # fmt: skip
 from portrait.cli import main
 from portrait.demo import DEMO_FOLDER, DEMO_MODEL, PHOTO_NOTE, DrawnPerson, enlarged, example_people
@@ -30,7 +31,8 @@ from portrait.errors import OptionError
 from portrait.face.analyzer import image_to_tensor
 
 PEOPLE = json.loads((DEMO_FOLDER / "people.json").read_text())
-WORLD = DrawnPeopleConfig(**PEOPLE["config"])
+WORLD = SimpleNamespace(**PEOPLE["config"])  # the world as the demo model was trained
+TRAINING = [Person(*traits) for traits in PEOPLE["training_people"]]
 ASKED = ("happy", "sad", "surprised")  # every expression but the references' (neutral), in turn
 
 
@@ -60,9 +62,10 @@ def test_the_demo_weights_are_small_and_say_how_they_were_made():
 def test_example_people_are_held_out_and_new_people_are_never_training_people():
     from webui.demo import NewPeople
 
-    training, heldout = split_people(WORLD)
+    training = TRAINING
     examples = [Person(*entry["traits"].values()) for entry in PEOPLE["people"]]
-    assert examples == heldout and not set(examples) & set(training)
+    assert len(set(training)) == WORLD.train_people and len(set(examples)) == WORLD.heldout_people
+    assert not set(examples) & set(training)
     new_people = NewPeople.of_demo()
     assert len(new_people.unseen) == len(all_people()) - WORLD.train_people and not set(new_people.unseen) & set(training)
     drawn = [new_people.draw(seed) for seed in range(40)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 import numpy as np
 
-from experiments.drawn_people.world import EXPRESSIONS, DrawnPeopleConfig, Person, all_people, draw_frame, split_people
+from experiments.drawn_people.world import EXPRESSIONS, Person, all_people, draw_frame
 from portrait.demo import DEMO_FOLDER, PHOTO_NOTE, DrawnPerson, enlarged, example_people
 from portrait.multi import Person as PersonInPicture
 from portrait.multi import PortraitBoothPeoplePipeline
@@ -42,25 +42,26 @@ DEMO_BANNER = (
 @dataclass
 class NewPeople:
     """People drawn by the world's generator from a seed, never one of the training people (the demo
-    model saw none but those)."""
+    model saw none but those, as people.json records them)."""
 
-    world: DrawnPeopleConfig
+    size: int  # the model's picture side
+    training: frozenset[Person]
     expression: str  # what their reference picture shows, as the example people's
     unseen: list[Person] = field(init=False)
 
     def __post_init__(self):
-        training = set(split_people(self.world)[0])
-        self.unseen = [person for person in all_people() if person not in training]
+        self.unseen = [person for person in all_people() if person not in self.training]
 
     @classmethod
     def of_demo(cls) -> "NewPeople":
         record = json.loads((DEMO_FOLDER / "people.json").read_text())
-        return cls(DrawnPeopleConfig(**record["config"]), record["reference_expression"])
+        training = frozenset(Person(*traits) for traits in record["training_people"])
+        return cls(record["config"]["size"], training, record["reference_expression"])
 
     def draw(self, seed: int) -> DrawnPerson:
         rng = np.random.default_rng((4, seed))
         person = self.unseen[int(rng.integers(len(self.unseen)))]
-        frame = draw_frame(person, self.expression, rng, self.world.size)
+        frame = draw_frame(person, self.expression, rng, self.size)
         return DrawnPerson(f"a new person (seed {seed})", person.word, frame.image, frame.landmarks, self.expression)
 
 

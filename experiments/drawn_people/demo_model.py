@@ -42,6 +42,7 @@ PROG = "python -m experiments.drawn_people.demo_model"
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
+SEED = 0  # the split seed whose `full` run the demo serves
 REFERENCE_EXPRESSION = "neutral"  # what the example people's reference pictures show
 
 
@@ -63,13 +64,10 @@ def train_full(out: Path, scale: Scale, workers: int) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "code_version.json").is_file():
         write_text(out / "code_version.json", json.dumps(code_version(), indent=1))
-    experiment = Experiment(out, scale)
-    with Stages(experiment, workers) as stages:  # the runner's stages; side by side wherever one needs not wait
-        stages.here("drawn_people")
-        stages.side_by_side([("autoencoder", ()), ("recognizer", ())])
-        experiment.assemble_standins()
-        stages.side_by_side([("pretrain_base", ()), ("measurer", ())])
-        stages.here("train_run", "full")
+    experiment = Experiment(out, scale, SEED)
+    with Stages(workers) as stages:  # the runner's stages for one seed, up to its `full` run and its measurer
+        stages.here(experiment, "prepare")
+        stages.side_by_side(experiment, [("train_run", ("full",)), ("measurer", ())])
     record = out / "stage_seconds.json"  # a stage's time when it ran; later calls find it done in no time
     seconds = {**stages.seconds, **(json.loads(record.read_text()) if record.is_file() else {})}
     write_text(record, json.dumps(seconds))
@@ -78,19 +76,19 @@ def train_full(out: Path, scale: Scale, workers: int) -> dict[str, float]:
 
 def export(out: Path, assets: Path, scale: Scale, seconds: dict[str, float]) -> None:
     """ASSETS/model, people/, people.json, measurer.safetensors and demo.json, from the stages in OUT."""
-    experiment = Experiment(out, scale)
+    experiment = Experiment(out, scale, SEED)
     pipe = PortraitBoothPipeline.from_pretrained(experiment.base, portrait_weights=out / "runs" / "full" / "final")
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)  # the sampler the app uses
     with atomic_path(assets / "model") as partial:
         pipe.save_pretrained(partial)
     shutil.copyfile(out / "measurer.safetensors", assets / "measurer.safetensors")
-    write_example_people(assets, scale.people)
+    write_example_people(assets, experiment.people)
     files = sorted(path for path in assets.rglob("*") if path.is_file() and path.suffix in (".safetensors", ".png"))
     record = {
         "what": f"the drawn-people experiment's `full` model (STEA + DIP + ECAC) at its {'quick' if scale == QUICK else 'full'} "
         "scale, one seed, trained on a CPU",
         "command": f"OMP_NUM_THREADS=1 {PROG} --out {out}{' --quick' if scale == QUICK else ''}",
-        "seed": scale.people.seed,
+        "seed": SEED,
         "code_version": json.loads((out / "code_version.json").read_text()),
         "recipe": yaml.safe_load(RECIPE.read_text()),
         "scale": json.loads(json.dumps(dataclasses.asdict(scale))),
@@ -105,8 +103,9 @@ def write_example_people(assets: Path, world: DrawnPeopleConfig) -> None:
     """The held-out people's reference pictures, each drawn anew with its landmarks, and people.json.
 
     The frames are new drawings (their own jitter) of people the experiment held out; `config` lets
-    the app draw new people outside the training split."""
-    _, heldout = split_people(world)
+    the app draw new people outside the training split, and `training_people` names every person training saw."""
+    split = split_people(world)
+    heldout = split.test
     people = []
     for number, person in enumerate(heldout, start=1):
         rng = np.random.default_rng((world.seed, 3, *person.traits()))
@@ -118,7 +117,12 @@ def write_example_people(assets: Path, world: DrawnPeopleConfig) -> None:
         people.append({"name": f"person {number}", "identity_word": person.word, "image": image,
                        "landmarks": np.round(frame.landmarks, 3).tolist(), "expression": REFERENCE_EXPRESSION,
                        "traits": dict(zip(TRAITS, person.traits()))})  # fmt: skip
-    record = {"config": dataclasses.asdict(world), "reference_expression": REFERENCE_EXPRESSION, "people": people}
+    record = {
+        "config": dataclasses.asdict(world),
+        "reference_expression": REFERENCE_EXPRESSION,
+        "people": people,
+        "training_people": [list(person.traits()) for person in split.train],
+    }
     write_text(assets / "people.json", json.dumps(record, indent=1))
 
 
