@@ -29,7 +29,10 @@ from portrait.prompts import EMOTION_WORDS
 from portrait.speed import LCM_LORA_ID, parse_lora
 from webui.adapters import NO_STYLE, Adapters
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
-from webui.uploads import FaceUpload
+from webui.faces import FACE_TTL_SECONDS
+from webui.inputs import Number, Slider
+from webui.previews import InMemoryImage
+from webui.uploads import FaceUpload, delete_uploads_of_refused_requests
 from webui.wiring import inputs_for
 
 logger = logging.getLogger("portrait.app")
@@ -101,26 +104,26 @@ def generation_controls(service: PortraitService, aspect: str) -> dict:
     controls = {
         "negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry"),
         "aspect": gr.Dropdown(list(ASPECTS), value=aspect, label="Size"),
-        "num_images": gr.Slider(1, limits.max_images, value=1, step=1, label="Number of images"),
+        "num_images": Slider(1, limits.max_images, value=1, step=1, label="Number of images"),
     }
     with gr.Row():
-        controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
+        controls["seed"] = Number(value=0, precision=0, label="Seed")
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
     controls["fast"] = gr.Checkbox(value=False, label="Fast (LCM, 6 steps)", visible=adapters.lcm is not None)
     with gr.Accordion("Advanced", open=False):
-        controls["steps"] = gr.Slider(1, limits.max_steps, value=50, step=1, label="Steps")
-        controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+        controls["steps"] = Slider(1, limits.max_steps, value=50, step=1, label="Steps")
+        controls["guidance"] = Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
         styles = [NO_STYLE, *adapters.styles]
         controls["style"] = gr.Dropdown(styles, value=NO_STYLE, label="Style LoRA", visible=len(styles) > 1)
     return controls
 
 
-def face_input(label: str) -> tuple[FaceUpload, gr.Image, gr.Markdown, gr.State]:
+def face_input(label: str) -> tuple[FaceUpload, InMemoryImage, gr.Markdown, gr.State]:
     face = FaceUpload(label=label, type="filepath", image_mode=None, sources=["upload", "webcam"], height=280)
     gr.Markdown(CONSENT, elem_classes="consent")
-    preview = gr.Image(label="Detected face", interactive=False, height=200, format="png")
+    preview = InMemoryImage(label="Detected face", interactive=False, height=200, format="png")  # never on disk
     message = gr.Markdown()
-    remembered = gr.State(None, time_to_live=3600)  # the decoded photo, in memory for this session only
+    remembered = gr.State(None, time_to_live=FACE_TTL_SECONDS)  # the name of the face's encoding (webui/faces.py)
     return face, preview, message, remembered
 
 
@@ -146,7 +149,7 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
                     controls = generation_controls(service, "Square 1:1")
                     with gr.Accordion("Identity strength", open=False):
-                        identity_start = gr.Slider(
+                        identity_start = Slider(
                             0.0, 0.9, value=0.0, step=0.05, label="Start the face after this share of the steps (0 = paper)"
                         )
                     with gr.Row():
@@ -171,7 +174,7 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     with gr.Row():
                         word_b = gr.Radio(["man", "woman"], value="woman", label="Person B is a")
                         expression_b = gr.Dropdown(expressions, value=NO_EXPRESSION, label="B's expression")
-                    split = gr.Slider(0.2, 0.8, value=0.5, step=0.05, label="Where A ends and B begins")
+                    split = Slider(0.2, 0.8, value=0.5, step=0.05, label="Where A ends and B begins")
                     pair_controls = generation_controls(service, "Landscape 4:3")
                     regions = gr.Image(label="Regions", interactive=False, height=180, format="png")
                     with gr.Row():
@@ -216,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     service, banner = load_service(args)
     demo = build_app(service, banner)
     demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
+    delete_uploads_of_refused_requests(demo)
     # show_error: a request that Gradio itself refuses (a path that was not uploaded, a value not among the
     # choices) hears why; the handlers turn their own failures into one sentence (webui/errors.py).
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="40mb", css=CSS, show_error=True)
