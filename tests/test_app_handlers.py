@@ -170,17 +170,17 @@ def test_null_and_wrong_types_get_the_uis_sentences(service, selfie):
     kept = service.detect_face(selfie)[2]
     assert service.identity_hint("a girl", "custom", None, "none") == "Type the custom identity word."
     assert service.identity_hint(None, "woman", "", None).endswith("a photo of a **woman**")
-    cases = {
-        dict(num_images="x"): "Number of images must be a whole number between 1 and 4.",
-        dict(steps=None): "Steps must be a whole number between 1 and 100.",
-        dict(guidance=[5]): "Guidance must be between 0 and 30.",
-        dict(seed="7", randomize_seed=False): "Seed must be a whole number from 0 up",
-        dict(randomize_seed="yes"): "Randomize seed must be true or false.",
-        dict(identity_start={}): "identity_start must be between 0 and 1",
-        dict(identity_word="custom", custom_word=None): "Type the custom identity word",
-        dict(prompt=12): "Prompt must be text.",
-    }
-    for change, sentence in cases.items():
+    cases = [
+        (dict(num_images="x"), "Number of images must be a whole number between 1 and 4."),
+        (dict(steps=None), "Steps must be a whole number between 1 and 100."),
+        (dict(guidance=[5]), "Guidance must be between 0 and 30."),
+        (dict(seed="7", randomize_seed=False), "Seed must be a whole number from 0 up"),
+        (dict(randomize_seed="yes"), "Randomize seed must be true or false."),
+        (dict(identity_start={}), "identity_start must be between 0 and 1"),
+        (dict(identity_word="custom", custom_word=None), "Type the custom identity word"),
+        (dict(prompt=12), "Prompt must be text."),
+    ]
+    for change, sentence in cases:
         arguments = dict(face=None, prompt="a woman", steps=1, remembered_face=kept) | change
         with pytest.raises(gr.Error, match=sentence.replace("(", r"\(")):
             service.generate(**arguments)
