@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
 
-from .commands import CommandParser
+from .commands import CommandParser, image_side
 from .commands import run as run_command
 from .engine import add_model_arguments, load_engine, model_source
-from .errors import OptionError
+from .errors import OptionError, PortraitError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
 from .files import atomic_path
 from .images import load_image
@@ -65,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overlap", type=float, default=0.1, help="several people: width of the soft border")
     gen.add_argument("--scene-weight", type=float, default=0.3, help="several people: weight of the scene prompt")
     gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--height", type=int)
-    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=image_side, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
+    gen.add_argument("--width", type=image_side, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
     add_model_arguments(gen)
@@ -150,13 +151,19 @@ def generate(args: argparse.Namespace) -> list[Path]:
 
 
 def verify(paths: list[Path]) -> int:
-    """One line per picture; 0 when every one carries the watermark, 1 otherwise."""
-    found = []
+    """One line per picture, every picture checked; 0 when every one carries the watermark, 1 when one does
+    not, 2 when one could not be read (its line, on stderr, says why)."""
+    status = 0
     for path in paths:
-        marked = has_watermark(load_image(path))
+        try:
+            marked = has_watermark(load_image(path))
+        except PortraitError as error:
+            print(f"portrait: error: {path}: {error}", file=sys.stderr)
+            status = 2
+            continue
         print(f"{path}: {'watermark found' if marked else 'no watermark'}")
-        found.append(marked)
-    return 0 if all(found) else 1
+        status = status or (0 if marked else 1)
+    return status
 
 
 def _per_person(args: argparse.Namespace, people: int) -> tuple[list, list, list]:
