@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from portrait.commands import one_line
 from portrait.errors import OptionError
 from portrait.prompts import EMOTION_WORDS, IDENTITY_WORDS
 from portrait.settings import AT_LEAST_ONE, FRACTION, POSITIVE, Limit, check_fields
@@ -77,7 +78,7 @@ class TrainConfig:
         try:
             values = read_recipe(Path(path).read_text())
         except yaml.YAMLError as error:
-            raise OptionError(f"{path} is not a recipe: {error}") from None
+            raise OptionError(f"{path} is not a recipe: {one_line(str(error))}") from None
         except OptionError as error:
             raise OptionError(f"{path}: {error}") from None
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
