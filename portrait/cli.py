@@ -11,7 +11,7 @@ from typing import Sequence
 
 from PIL import Image
 
-from .commands import CommandParser, image_side
+from .commands import CommandParser
 from .commands import run as run_command
 from .engine import add_model_arguments, load_engine, model_source
 from .errors import OptionError, PortraitError
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overlap", type=float, default=0.1, help="several people: width of the soft border")
     gen.add_argument("--scene-weight", type=float, default=0.3, help="several people: weight of the scene prompt")
     gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--height", type=image_side, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
-    gen.add_argument("--width", type=image_side, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
+    gen.add_argument("--height", type=int, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
+    gen.add_argument("--width", type=int, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
     add_model_arguments(gen)

@@ -47,17 +47,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-MAX_IMAGE_SIDE = 2048  # pixels: 4× SD 1.5's native area already needs ~20 GB of GPU memory at 50 steps
-
-
-def image_side(text: str) -> int:
-    """An argparse type: a picture's width or height, a multiple of 8 (the VAE's factor) up to MAX_IMAGE_SIDE."""
-    value = int(text)
-    if not 8 <= value <= MAX_IMAGE_SIDE or value % 8:
-        raise argparse.ArgumentTypeError(f"a side is a multiple of 8 from 8 to {MAX_IMAGE_SIDE} pixels, got {text}")
-    return value
-
-
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Call `main(argv)`; turn what it raises into one line on stderr and an exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)

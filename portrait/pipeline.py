@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 # Files a PortraitBooth weights folder holds (written by `save_portrait_weights` and `save_pretrained`).
 STEA_FOLDER, UNET_FOLDER, ENCODER_FOLDER = "stea", "unet", "identity_encoder"
 PAPER_STEPS, PAPER_GUIDANCE = 50, 5.0
+MAX_SIDE = 2048  # pixels a side: 16× SD 1.5's native area already; more would take minutes a step and tens of GB
 
 
 @dataclass
@@ -353,8 +354,8 @@ def check_sampling(
     if num_inference_steps < 1 or num_images < 1:
         raise OptionError(f"Steps and number of images must be at least 1, got {num_inference_steps} and {num_images}")
     for name, value in (("height", height), ("width", width)):
-        if value is not None and (value < 8 or value % 8):
-            raise OptionError(f"The {name} must be a positive multiple of 8 pixels, got {value}")
+        if value is not None and not (8 <= value <= MAX_SIDE and value % 8 == 0):
+            raise OptionError(f"The {name} must be a multiple of 8 from 8 to {MAX_SIDE} pixels, got {value}")
 
 
 def _with_identity_switch(
