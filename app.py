@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-queue", type=positive_int, default=16, help="requests waiting at most; more get 'queue full'")
     parser.add_argument("--concurrency", type=positive_int, default=1, help="generations running at once (GPU memory)")
     parser.add_argument("--max-images", type=positive_int, default=4)
+    parser.add_argument("--max-sessions", type=positive_int, default=200,
+                        help="sessions whose state Gradio keeps (~170 KB each for this layout), least recently used dropped first")  # fmt: skip
     parser.add_argument(
         "--lcm-lora", default=env("PORTRAIT_LCM_LORA"),
         help=f"LCM-LoRA behind the Fast toggle, when it loads (folder, file or hub id; default {LCM_LORA_ID}, none on the tiny preset)",
@@ -222,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     delete_uploads_of_refused_requests(demo)
     # show_error: a request that Gradio itself refuses (a path that was not uploaded, a value not among the
     # choices) hears why; the handlers turn their own failures into one sentence (webui/errors.py).
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="40mb", css=CSS, show_error=True)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="40mb", css=CSS, show_error=True,
+                state_session_capacity=args.max_sessions)  # fmt: skip
 
 
 if __name__ == "__main__":
