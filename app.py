@@ -39,7 +39,10 @@ logger = logging.getLogger("portrait.app")
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 EXAMPLES = json.loads((ASSETS / "prompts.json").read_text())
-CONSENT = "Only upload photos of yourself, or of people who agreed. Photos are not kept after your request."
+CONSENT = (
+    "Only upload photos of yourself, or of people who agreed. Your photo is deleted within your request; "
+    "only the face's encoding (no picture) stays in memory, for 15 minutes."
+)
 TINY_BANNER = (
     "⚠️ **Running on a tiny untrained model: the pictures are noise.** "
     "To get real portraits, install the weights (README, 'Weights') and restart without `--tiny`."

@@ -30,7 +30,7 @@ from .errors import user_errors
 from .faces import FaceMemory, RefusedPhoto, RememberedFace
 from .inputs import as_the_ui_sends
 from .previews import face_preview, regions_preview
-from .uploads import Upload, decode
+from .uploads import Upload, arrived, decode
 
 ASPECTS = {"Square 1:1": (1, 1), "Portrait 3:4": (3, 4), "Landscape 4:3": (4, 3), "Tall 2:3": (2, 3), "Wide 3:2": (3, 2)}
 NO_EXPRESSION = "none"
@@ -160,7 +160,11 @@ class PortraitService:
             entry = self.faces.get(upload.key)
             if isinstance(entry, RefusedPhoto):
                 raise entry.error()  # this upload failed before: never fall back to an older photo
-            return entry, None
+            if entry is not None:
+                return entry, None
+            upload = arrived(upload)
+            if upload.data is None:
+                return None, None
         try:
             photo = decode(upload)
             analysis = self.pipe.face_analyzer.analyze(photo)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from portrait.errors import InvalidImageError, PortraitError
 from portrait.images import check_regular_file, load_image, scaled_size
 
 WORKING_SIDE = 2048  # longest side a photo is analysed at; faces stay far above what φ needs
+ARRIVAL_SECONDS = 15.0  # Gradio answers a large upload before its background task has moved the file into place
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,16 @@ def take(path: str) -> Upload:
     return Upload(path, data, file.name)
 
 
+def arrived(upload: Upload) -> Upload:
+    """`upload` with its bytes, once Gradio has moved its file into place; as it was if the file does not come
+    (a request carrying the same bytes took it, or it was never uploaded)."""
+    deadline = time.monotonic() + ARRIVAL_SECONDS
+    while upload.data is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        upload = take(upload.key)
+    return upload
+
+
 def decode(upload: Upload) -> Image.Image:
     """The photo, no larger than WORKING_SIDE (a 1×60000 strip stays at least a pixel wide)."""
     image = load_image(upload.data, name=upload.name)
@@ -132,10 +144,20 @@ def uploaded_paths(data: Any) -> list[Path]:
 
 
 def delete_uploads_of_refused_requests(demo: gr.Blocks) -> None:
-    """Requests that never reach a handler (the queue is full, or the visitor cancels or leaves while they
-    wait) would leave their uploads for Gradio's cache sweep; delete them at once. Call after `demo.queue()`."""
+    """Requests that never reach a handler (the queue is full, Gradio refuses their values, the visitor cancels
+    or leaves while they wait) would leave their uploads for Gradio's cache sweep; delete them when the request
+    ends, whatever ended it. Call after `demo.queue()`."""
     queue = demo._queue
     push, remove_from_queue, clean_events = queue.push, queue.remove_from_queue, queue.clean_events
+    process_events = queue.process_events
+
+    @functools.wraps(process_events)
+    async def process_and_clean_up(events, *args, **kwargs):
+        try:
+            return await process_events(events, *args, **kwargs)
+        finally:
+            for event in events:
+                _delete_uploads_of(event.data)
 
     @functools.wraps(push)
     async def push_or_clean_up(body, *args, **kwargs):
@@ -157,6 +179,7 @@ def delete_uploads_of_refused_requests(demo: gr.Blocks) -> None:
         _delete_uploads_of_dropped(queue, waiting)
 
     queue.push, queue.remove_from_queue, queue.clean_events = push_or_clean_up, remove_and_clean_up, clean_events_and_uploads
+    queue.process_events = process_and_clean_up
 
 
 def _waiting(queue) -> list:
