@@ -96,7 +96,7 @@ def test_uploads_are_deleted_only_inside_the_upload_folder(tmp_path, monkeypatch
     monkeypatch.setattr(gr.utils, "get_upload_folder", lambda: str(uploads))
     first, kept = take(str(uploads / "hash" / "me.png")), take(str(elsewhere / "me.png"))
     assert first.data == kept.data and first.key == str(uploads / "hash" / "me.png")
-    assert not (uploads / "hash").exists() and (elsewhere / "me.png").exists()
+    assert not (uploads / "hash" / "me.png").exists() and (elsewhere / "me.png").exists()
     assert take(str(uploads / "hash" / "me.png")).data is None  # taken: a second request finds no file
 
 
@@ -106,7 +106,7 @@ def test_the_same_upload_twice_is_read_once_and_then_remembered(service, tmp_pat
     monkeypatch.setattr(gr.utils, "get_upload_folder", lambda: str(tmp_path))
     path = str(tmp_path / "h" / "me.png")
     gallery, info = service.generate_pair(path, path, "a photo of a man and a woman", steps=1)
-    assert len(gallery) == 1 and not (tmp_path / "h").exists()
+    assert len(gallery) == 1 and not (tmp_path / "h" / "me.png").exists()
     assert service.detect_face(path)[1].startswith("Face found. (512×512 photo)")  # remembered, the file is gone
 
 

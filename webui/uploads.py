@@ -126,11 +126,10 @@ def decode(upload: Upload) -> Image.Image:
 
 
 def delete_if_uploaded(path: Path) -> None:
-    """Delete `path` (and its folder, when empty) if it lies in Gradio's upload folder; anything else is not ours."""
+    """Delete `path` if it lies in Gradio's upload folder; anything else is not ours. Its folder stays (empty,
+    named by a hash) until Gradio's sweep: Gradio may be copying the same bytes into it for another request."""
     if path.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
         path.unlink(missing_ok=True)
-        if path.parent.is_dir() and not any(path.parent.iterdir()):
-            path.parent.rmdir()
 
 
 def uploaded_paths(data: Any) -> list[Path]:
