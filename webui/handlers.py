@@ -30,7 +30,7 @@ from .errors import user_errors
 from .faces import FaceMemory, RefusedPhoto, RememberedFace
 from .inputs import as_the_ui_sends
 from .previews import face_preview, regions_preview
-from .uploads import Upload, arrived, decode
+from .uploads import ARRIVAL_SECONDS, Upload, decode, take
 
 ASPECTS = {"Square 1:1": (1, 1), "Portrait 3:4": (3, 4), "Landscape 4:3": (4, 3), "Tall 2:3": (2, 3), "Wide 3:2": (3, 2)}
 NO_EXPRESSION = "none"
@@ -156,15 +156,17 @@ class PortraitService:
     def _read(self, upload: Upload) -> tuple[RememberedFace | None, FaceAnalysis | None]:
         """The upload's face, encoded and remembered, with its analysis when the photo came with this request
         (the photo itself is gone when the request ends); None when the bytes are neither here nor remembered."""
-        if upload.data is None:
+        deadline = time.monotonic() + ARRIVAL_SECONDS
+        while upload.data is None:  # the file is not here: remembered already, still arriving, or taken by a request still reading it
             entry = self.faces.get(upload.key)
             if isinstance(entry, RefusedPhoto):
                 raise entry.error()  # this upload failed before: never fall back to an older photo
             if entry is not None:
                 return entry, None
-            upload = arrived(upload)
-            if upload.data is None:
+            if time.monotonic() > deadline:
                 return None, None
+            time.sleep(0.05)
+            upload = take(upload.key)
         try:
             photo = decode(upload)
             analysis = self.pipe.face_analyzer.analyze(photo)

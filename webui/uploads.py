@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,9 @@ from portrait.errors import InvalidImageError, PortraitError
 from portrait.images import check_regular_file, load_image, scaled_size
 
 WORKING_SIDE = 2048  # longest side a photo is analysed at; faces stay far above what φ needs
-ARRIVAL_SECONDS = 15.0  # Gradio answers a large upload before its background task has moved the file into place
+# How long a request waits for an upload that is not there yet: Gradio answers a large upload before its
+# background task has moved the file into place, and a request carrying the same bytes may still be reading them.
+ARRIVAL_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -105,16 +106,6 @@ def take(path: str) -> Upload:
     finally:
         delete_if_uploaded(file)
     return Upload(path, data, file.name)
-
-
-def arrived(upload: Upload) -> Upload:
-    """`upload` with its bytes, once Gradio has moved its file into place; as it was if the file does not come
-    (a request carrying the same bytes took it, or it was never uploaded)."""
-    deadline = time.monotonic() + ARRIVAL_SECONDS
-    while upload.data is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-        upload = take(upload.key)
-    return upload
 
 
 def decode(upload: Upload) -> Image.Image:
