@@ -38,15 +38,21 @@ from webui.adapters import NO_STYLE, Adapters
 from webui.demo import DemoService, build_demo_app, demo_banner
 from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.editing import REGIONS, PhotoEdits
+from webui.faces import FACE_TTL_SECONDS
+from webui.inputs import Number, Slider
+from webui.previews import InMemoryImage
 from webui.selfies import SelfieChecks
-from webui.uploads import FaceUpload
+from webui.uploads import FaceUpload, delete_uploads_of_refused_requests
 from webui.wiring import inputs_for
 
 logger = logging.getLogger("portrait.app")
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 EXAMPLES = json.loads((ASSETS / "prompts.json").read_text())
-CONSENT = "Only upload photos of yourself, or of people who agreed. Photos are not kept after your request."
+CONSENT = (
+    "Only upload photos of yourself, or of people who agreed. Your photo is deleted within your request; "
+    "only the face's encoding (no picture) stays in memory, for 15 minutes."
+)
 TINY_BANNER = (
     "⚠️ **Running on a tiny untrained model: the pictures are noise.** "
     "To get real portraits, install the weights (README, 'Weights') and restart without `--tiny`."
@@ -77,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-queue", type=positive_int, default=16, help="requests waiting at most; more get 'queue full'")
     parser.add_argument("--concurrency", type=positive_int, default=1, help="generations running at once (GPU memory)")
     parser.add_argument("--max-images", type=positive_int, default=4)
+    parser.add_argument("--max-sessions", type=positive_int, default=200,
+                        help="sessions whose state Gradio keeps (~170 KB each for this layout), least recently used dropped first")  # fmt: skip
     parser.add_argument(
         "--lcm-lora", default=env("PORTRAIT_LCM_LORA"),
         help=f"LCM-LoRA behind the Fast toggle, when it loads (folder, file or hub id; default {LCM_LORA_ID}, none on the tiny preset)",
@@ -129,14 +137,14 @@ def generation_controls(service: PortraitService, aspect: str) -> dict:
     with gr.Row():
         controls["aspect"] = gr.Dropdown(list(ASPECTS), value=aspect, label="Size")
         controls["style_template"] = gr.Dropdown(style_names(), value=NO_TEMPLATE, label="Style")
-    controls["num_images"] = gr.Slider(1, limits.max_images, value=1, step=1, label="Number of images")
+    controls["num_images"] = Slider(1, limits.max_images, value=1, step=1, label="Number of images")
     with gr.Row():
-        controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
+        controls["seed"] = Number(value=0, precision=0, label="Seed")
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
     controls["fast"] = gr.Checkbox(value=False, label="Fast (LCM, 6 steps)", visible=adapters.lcm is not None)
     with gr.Accordion("Advanced", open=False):
-        controls["steps"] = gr.Slider(1, limits.max_steps, value=50, step=1, label="Steps")
-        controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+        controls["steps"] = Slider(1, limits.max_steps, value=50, step=1, label="Steps")
+        controls["guidance"] = Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
         styles = [NO_STYLE, *adapters.styles]
         controls["style"] = gr.Dropdown(styles, value=NO_STYLE, label="Style LoRA", visible=len(styles) > 1)
         controls["detailer"] = gr.Checkbox(value=True, label="Face detailer: re-draw faces smaller than 1/5 of the picture")
@@ -146,16 +154,16 @@ def generation_controls(service: PortraitService, aspect: str) -> dict:
                                                    height=160)  # fmt: skip
             with gr.Column():
                 controls["control"] = gr.Radio(list(CONTROLS), value="canny", label="Take from it")
-                controls["control_scale"] = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control strength")
+                controls["control_scale"] = Slider(0.0, 2.0, value=1.0, step=0.05, label="Control strength")
     return controls
 
 
-def face_input(label: str) -> tuple[FaceUpload, gr.Image, gr.Markdown, gr.State]:
+def face_input(label: str) -> tuple[FaceUpload, InMemoryImage, gr.Markdown, gr.State]:
     face = FaceUpload(label=label, type="filepath", image_mode=None, sources=["upload", "webcam"], height=280)
     gr.Markdown(CONSENT, elem_classes="consent")
-    preview = gr.Image(label="Detected face", interactive=False, height=200, format="png")
+    preview = InMemoryImage(label="Detected face", interactive=False, height=200, format="png")  # never on disk
     message = gr.Markdown()
-    remembered = gr.State(None, time_to_live=3600)  # the decoded photo, in memory for this session only
+    remembered = gr.State(None, time_to_live=FACE_TTL_SECONDS)  # the name of the face's encoding (webui/faces.py)
     return face, preview, message, remembered
 
 
@@ -170,7 +178,7 @@ def edit_tab(service: PortraitService) -> None:
             photo = gr.ImageEditor(label="Your photo (paint where you should appear)", type="filepath", height=320,
                                    sources=["upload"], elem_id="edit_photo")  # fmt: skip
             region = gr.Radio(list(REGIONS), value=next(iter(REGIONS)), label="Where you go")
-            strength = gr.Slider(0.0, 1.0, value=0.8, step=0.05, label="Strength (how much is re-drawn)")
+            strength = Slider(0.0, 1.0, value=0.8, step=0.05, label="Strength (how much is re-drawn)")
             prompt = gr.Textbox(label="What you do in the photo (prompt)", value="a photo of a woman", lines=2)
             with gr.Row():
                 identity_word = gr.Radio(["woman", "man", CUSTOM_WORD], value="woman", label="Who you are")
@@ -179,12 +187,12 @@ def edit_tab(service: PortraitService) -> None:
             with gr.Accordion("Advanced", open=False):
                 expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
                 controls["negative_prompt"] = gr.Textbox(label="Negative prompt", value="")
-                controls["num_images"] = gr.Slider(1, service.limits.max_images, value=1, step=1, label="Number of images")
+                controls["num_images"] = Slider(1, service.limits.max_images, value=1, step=1, label="Number of images")
                 with gr.Row():
-                    controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
+                    controls["seed"] = Number(value=0, precision=0, label="Seed")
                     controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
-                controls["steps"] = gr.Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
-                controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+                controls["steps"] = Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
+                controls["guidance"] = Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
             run = gr.Button("Put me in the photo", variant="primary", elem_id="generate_edit")
         with gr.Column():
             gallery = gr.Gallery(label="Edited photos", format="png", columns=1, elem_id="edit_gallery")
@@ -221,7 +229,7 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
                     controls = generation_controls(service, "Square 1:1")
                     with gr.Accordion("Identity strength", open=False):
-                        identity_start = gr.Slider(
+                        identity_start = Slider(
                             0.0, 0.9, value=service.pipe.stea.default_identity_start(50), step=0.02,
                             label="Start the face after this share of the steps (0 = PortraitBooth's paper; FastComposer's demo: 0.26)",
                         )  # fmt: skip
@@ -247,7 +255,7 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     with gr.Row():
                         word_b = gr.Radio(["man", "woman"], value="woman", label="Person B is a")
                         expression_b = gr.Dropdown(expressions, value=NO_EXPRESSION, label="B's expression")
-                    split = gr.Slider(0.2, 0.8, value=0.5, step=0.05, label="Where A ends and B begins")
+                    split = Slider(0.2, 0.8, value=0.5, step=0.05, label="Where A ends and B begins")
                     pair_controls = generation_controls(service, "Landscape 4:3")
                     regions = gr.Image(label="Regions", interactive=False, height=180, format="png")
                     with gr.Row():
@@ -298,9 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     service, banner = load_service(args)
     demo = build_demo_app(service, banner) if isinstance(service, DemoService) else build_app(service, banner)
     demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
+    delete_uploads_of_refused_requests(demo)
     # show_error: a request that Gradio itself refuses (a path that was not uploaded, a value not among the
     # choices) hears why; the handlers turn their own failures into one sentence (webui/errors.py).
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="40mb", css=CSS, show_error=True)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="40mb", css=CSS, show_error=True,
+                state_session_capacity=args.max_sessions)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import logging
 import random
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +28,7 @@ from .engine import (
     model_source,
     safety_modules,
 )
-from .errors import MissingWeightsError, OptionError
+from .errors import MissingWeightsError, OptionError, PortraitError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
 from .fastcomposer import CHECKPOINT_FILE as FASTCOMPOSER_FILE
 from .fastcomposer import NAME as FASTCOMPOSER
@@ -94,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overlap", type=float, default=0.1, help="several people: width of the soft border")
     gen.add_argument("--scene-weight", type=float, default=0.3, help="several people: weight of the scene prompt")
     gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--height", type=int)
-    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
+    gen.add_argument("--width", type=int, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
     add_creative_arguments(gen)
@@ -303,13 +304,19 @@ def convert(args: argparse.Namespace) -> Path:
 
 
 def verify(paths: list[Path]) -> int:
-    """One line per picture; 0 when every one carries the watermark, 1 otherwise."""
-    found = []
+    """One line per picture, every picture checked; 0 when every one carries the watermark, 1 when one does
+    not, 2 when one could not be read (its line, on stderr, says why)."""
+    status = 0
     for path in paths:
-        marked = has_watermark(load_image(path))
+        try:
+            marked = has_watermark(load_image(path))
+        except PortraitError as error:
+            print(f"portrait: error: {path}: {error}", file=sys.stderr)
+            status = 2
+            continue
         print(f"{path}: {'watermark found' if marked else 'no watermark'}")
-        found.append(marked)
-    return 0 if all(found) else 1
+        status = status or (0 if marked else 1)
+    return status
 
 
 def _per_person(args: argparse.Namespace, people: int) -> tuple[list, list, list]:

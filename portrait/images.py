@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import InvalidImageError
+
+# PIL refuses PNG chunks that inflate past 1 MB, so a valid photo carrying a large colour profile (iCCP;
+# print workflows embed 10-20 MB ones) would read as corrupt. Files are capped long before this matters
+# (the app takes 40 MB), and the profile is dropped after decoding (colours are read as sRGB).
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 32 * 2**20)
 
 ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -34,13 +40,14 @@ DEFAULT_LIMITS = ImageLimits()
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def load_image(source: ImageInput, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
-    """Decode `source` into an RGB image, refusing what cannot or should not be decoded."""
+def load_image(source: ImageInput, limits: ImageLimits = DEFAULT_LIMITS, name: str | None = None) -> Image.Image:
+    """Decode `source` into an RGB image, refusing what cannot or should not be decoded; messages call it
+    `name` (default: a path's own file name, or "the upload")."""
     if isinstance(source, np.ndarray):
         _check_array_shape(source)
         _check_size((source.shape[1], source.shape[0]), limits)
         return _array_to_rgb(source)
-    image = source if isinstance(source, Image.Image) else _open(source)
+    image = source if isinstance(source, Image.Image) else _open(source, name)
     _check_size(image.size, limits)
     try:
         if getattr(image, "n_frames", 1) > 1:
@@ -49,14 +56,40 @@ def load_image(source: ImageInput, limits: ImageLimits = DEFAULT_LIMITS) -> Imag
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidImageError(f"Could not decode the image: {exc}") from exc
-    return _to_rgb(image)
+    rgb = _to_rgb(image)
+    rgb.info.pop("icc_profile", None)
+    return rgb
 
 
-def _open(source: ImageInput) -> Image.Image:
+def scaled_size(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is `longest`; a thin image keeps at least 1 pixel a side."""
+    width, height = size
+    scale = longest / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Refuse what is not a plain file before opening it: reading a pipe or a device waits forever or never ends."""
+    name = os.path.basename(os.fspath(path))
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        raise InvalidImageError(f"No such image file: {name}") from exc
+    except OSError as exc:
+        raise InvalidImageError(f"Could not read {name}: {exc.strerror}") from exc
+    if stat.S_ISDIR(mode):
+        raise InvalidImageError(f"{name} is a folder, not an image")
+    if not stat.S_ISREG(mode):
+        raise InvalidImageError(f"{name} is not a regular file (a pipe, device or socket); give an image file")
+
+
+def _open(source: ImageInput, name: str | None) -> Image.Image:
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     # Only the file's own name: a server must not tell a request where its uploads live.
-    name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the upload"
+    name = name or (os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the upload")
+    if isinstance(source, (str, os.PathLike)):
+        check_regular_file(source)
     try:
         with warnings.catch_warnings():
             # Our own pixel cap (checked next) gives a clearer message than PIL's warning.

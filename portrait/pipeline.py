@@ -44,6 +44,7 @@ STEA_FOLDER, UNET_FOLDER, ENCODER_FOLDER = "stea", "unet", "identity_encoder"
 # A UNet trained as a LoRA (train/memory.py): diffusers' LoRA file, fused into the base UNet on loading.
 UNET_LORA_FOLDER, LORA_FILE = "unet_lora", "pytorch_lora_weights.safetensors"
 PAPER_STEPS, PAPER_GUIDANCE = 50, 5.0
+MAX_SIDE = 2048  # pixels a side: 16× SD 1.5's native area already; more would take minutes a step and tens of GB
 
 
 @dataclass
@@ -369,8 +370,8 @@ def check_sampling(
     if num_inference_steps < 1 or num_images < 1:
         raise OptionError(f"Steps and number of images must be at least 1, got {num_inference_steps} and {num_images}")
     for name, value in (("height", height), ("width", width)):
-        if value is not None and (value < 8 or value % 8):
-            raise OptionError(f"The {name} must be a positive multiple of 8 pixels, got {value}")
+        if value is not None and not (8 <= value <= MAX_SIDE and value % 8 == 0):
+            raise OptionError(f"The {name} must be a multiple of 8 from 8 to {MAX_SIDE} pixels, got {value}")
 
 
 def encoder_input(encoder, analysis: FaceAnalysis) -> torch.Tensor:

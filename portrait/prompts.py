@@ -19,9 +19,11 @@ Choices (SPEC.md leaves them open):
 from __future__ import annotations
 
 import dataclasses
-import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
+
+import regex
 
 from .errors import PromptError
 
@@ -42,7 +44,10 @@ EMOTION_WORDS: tuple[str, ...] = (
 IMAGE_MARKER = "img"  # FastComposer's marker, written right after the word that names a person
 MAX_PROMPT_CHARS = 2000  # far beyond CLIP's 77 tokens; longer input is refused, not silently cut
 
-_WORD = re.compile(r"[^\W\d_]+")  # letters only, the way CLIP's pre-tokenizer splits words
+# A letter, then letters and the marks that belong to them ("i̇" of "İnci" lower-cased, Devanagari's vowel
+# signs): words the way a reader sees them. CLIP's pre-tokenizer may split a word at a mark; its last
+# piece is still the one that has seen the whole word (see token_index).
+_WORD = regex.compile(r"\p{L}[\p{L}\p{M}]*")
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,13 @@ def word_spans(text: str, word: str) -> list[tuple[int, int]]:
     return [m.span() for m in _WORD.finditer(text) if m.group().lower() == word]
 
 
+def normalized(text: str) -> str:
+    """NFC: "café" typed on macOS (e + combining accent) and elsewhere (é) is the same word."""
+    return unicodedata.normalize("NFC", text)
+
+
 def check_single_word(word: str, what: str = "identity word") -> str:
-    cleaned = word.strip().lower()
+    cleaned = normalized(normalized(word).strip().lower())
     if not _WORD.fullmatch(cleaned):
         raise PromptError(f"The {what} must be a single word of letters, got {word!r}")
     return cleaned
@@ -72,7 +82,7 @@ def check_single_word(word: str, what: str = "identity word") -> str:
 
 def clean_prompt(prompt: str) -> str:
     """Collapse whitespace and refuse prompts far beyond what the text encoder reads."""
-    text = " ".join(prompt.split())
+    text = " ".join(normalized(prompt).split())
     if len(text) > MAX_PROMPT_CHARS:
         raise PromptError(
             f"The prompt is {len(text)} characters long; keep it under {MAX_PROMPT_CHARS} "

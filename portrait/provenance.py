@@ -17,12 +17,15 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from .images import scaled_size
+
 PAYLOAD = b"PBooth"
 BITS = [int(bit) for byte in PAYLOAD for bit in f"{byte:08b}"]
 METHOD = "dwtDctSvd"
 MIN_SIDE = 256  # the transform needs room; smaller pictures are left as they are
 MATCHING_BITS = 44  # of 48: random pictures match so many by chance with odds below 1e-9
 GENERATION_SIDES = tuple(range(256, 1025, 64))  # longer sides the verifier scales a picture back to
+READ_SIDE = 2048  # a larger picture is first scaled to this longest side: verifying 64 MP costs ~3 s, not 36 s and 2.7 GB
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 XMP_KEY = "XML:com.adobe.xmp"
 XMP = (
@@ -69,13 +72,15 @@ def _candidate_bits(image: Image.Image) -> Iterator[int]:
     from imwatermark import WatermarkDecoder
 
     decoder = WatermarkDecoder("bits", len(BITS))
-    for candidate in _rescaled(image.convert("RGB")):
+    for candidate in _rescaled(image if image.mode == "RGB" else image.convert("RGB")):
         if min(candidate.size) >= MIN_SIDE:
             decoded = decoder.decode(cv2.cvtColor(np.asarray(candidate), cv2.COLOR_RGB2BGR), METHOD)
             yield int(np.sum(np.asarray(decoded) == np.asarray(BITS)))
 
 
 def _rescaled(image: Image.Image) -> Iterable[Image.Image]:
+    if max(image.size) > READ_SIDE:  # no generation is this large (portrait generate stops at 2048)
+        image = image.resize(scaled_size(image.size, READ_SIDE), Image.BICUBIC, reducing_gap=3.0)
     yield image
     width, height = image.size
     for side in GENERATION_SIDES:

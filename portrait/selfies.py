@@ -58,19 +58,36 @@ def check_photos(embeddings: torch.Tensor, threshold: float = SAME_PERSON_THRESH
 
 
 def encode_checked(
-    pipe: PortraitBoothPipeline, photos: list[ImageInput | FaceAnalysis], threshold: float = SAME_PERSON_THRESHOLD
-) -> tuple[FaceEncoding, SelfieCheck, list[FaceAnalysis]]:
-    """One person's identity from up to MAX_PHOTOS photos, photos of someone else left out; the check; and each
-    photo's face analysis (in order, flagged ones included) for previews."""
+    pipe: PortraitBoothPipeline,
+    photos: list[ImageInput | FaceAnalysis | FaceEncoding],
+    threshold: float = SAME_PERSON_THRESHOLD,
+) -> tuple[FaceEncoding, SelfieCheck, list[FaceAnalysis | None]]:
+    """One person's identity from up to MAX_PHOTOS photos (or faces already encoded, as the app remembers a
+    session's selfie), photos of someone else left out; the check; and each photo's face analysis (in order,
+    flagged ones included; None for an encoded face) for previews."""
     if not 1 <= len(photos) <= MAX_PHOTOS:
         raise OptionError(f"Give one to {MAX_PHOTOS} photos of one person, got {len(photos)}")
-    analyses = []
+    analyses: list[FaceAnalysis | None] = []
     for number, photo in enumerate(photos, start=1):
         try:
-            analyses.append(photo if isinstance(photo, FaceAnalysis) else pipe._face_analyzer().analyze(photo))
+            if isinstance(photo, FaceEncoding):
+                analyses.append(None)
+            else:
+                analyses.append(photo if isinstance(photo, FaceAnalysis) else pipe._face_analyzer().analyze(photo))
         except FaceError as error:
             raise type(error)(f"Photo {number}: {error}" if len(photos) > 1 else str(error)) from error
-    embeddings = torch.cat([pipe.encode_faces(analysis).embedding for analysis in analyses])
-    check = check_photos(embeddings.float(), threshold)
-    kept = [analysis for index, analysis in enumerate(analyses) if index not in check.flagged]
-    return pipe.encode_faces(kept), check, analyses
+    encodings = [photo if analysis is None else pipe.encode_faces(analysis) for photo, analysis in zip(photos, analyses)]
+    check = check_photos(torch.cat([encoding.embedding.cpu() for encoding in encodings]).float(), threshold)
+    kept = [encoding for index, encoding in enumerate(encodings) if index not in check.flagged]
+    return averaged(kept), check, analyses
+
+
+def averaged(encodings: list[FaceEncoding]) -> FaceEncoding:
+    """One identity from several encodings of one person: mean feature, normalised mean embedding."""
+    if len(encodings) == 1:
+        return encodings[0]
+    return FaceEncoding(
+        features=torch.cat([encoding.features.cpu() for encoding in encodings]).mean(dim=0, keepdim=True),
+        embedding=F.normalize(torch.cat([encoding.embedding.cpu() for encoding in encodings]).mean(dim=0, keepdim=True), dim=-1),
+        analyses=[analysis for encoding in encodings for analysis in encoding.analyses],
+    )

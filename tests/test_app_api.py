@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -72,7 +74,9 @@ def test_named_endpoints(client):
 
 def test_detect_face(client, photos):
     preview, message = client.predict(handle_file(str(photos["selfie.png"])), api_name="/detect_face")
-    assert Image.open(preview).size == (256, 256) and message.startswith("Face found")
+    assert preview["path"] is None and preview["url"].startswith("data:image/png;base64,")  # sent, never written
+    assert Image.open(io.BytesIO(base64.b64decode(preview["url"].split(",", 1)[1]))).size == (256, 256)
+    assert message.startswith("Face found")
 
 
 def test_generate_single_with_defaults(client, photos):
@@ -243,11 +247,6 @@ def test_the_same_photo_for_both_people(client, photos):
     assert len(gallery) == 1 and "A: the first 'man'" in info
 
 
-def resident_megabytes(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
-
-
 def test_25_concurrent_mixed_requests_then_still_serving_at_the_same_memory(server, photos):
     def one(index: int) -> str:
         client = Client(server.url, verbose=False)
@@ -274,9 +273,9 @@ def test_25_concurrent_mixed_requests_then_still_serving_at_the_same_memory(serv
             return "refused" if ("No face found" in text or "characters long" in text) else f"error: {text}"
 
     generate(Client(server.url, verbose=False), photos["selfie.png"])  # warm: models and caches in memory
-    before = resident_megabytes(server.process.pid)
+    before = server.resident_megabytes()
     with ThreadPoolExecutor(25) as pool:
         outcomes = list(pool.map(one, range(25)))
     assert set(outcomes) <= {"done", "full", "refused"} and "done" in outcomes, outcomes
     assert generate(Client(server.url, verbose=False), photos["selfie.png"])[0]  # still serving
-    assert resident_megabytes(server.process.pid) - before < 150  # nothing kept per request
+    assert server.resident_megabytes() - before < 150  # nothing kept per request

@@ -95,7 +95,7 @@ def test_app_fast_toggle_and_style_choice(tiny_pipe, own_pipe, astronaut, lora_f
     adapters = Adapters.load(shared, str(lora_file), [Lora(str(lora_file), 0.5)])
     assert adapters.lcm == "pytorch_lora_weights_1" and adapters.styles == {"pytorch_lora_weights": 0.5}
     service = PortraitService(shared, example=astronaut, adapters=adapters)
-    common = dict(steps=2, seed=1, randomize_seed=False, remembered_face=astronaut)
+    common = dict(steps=2, seed=1, randomize_seed=False, remembered_face=service.use_example()[3])
     plain, _ = service.generate(None, "a woman", **common)
     fast, _ = service.generate(None, "a woman", fast=True, **common)
     styled, _ = service.generate(None, "a woman", style="pytorch_lora_weights", **common)

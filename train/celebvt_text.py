@@ -15,6 +15,7 @@ the subject word is found in it or put in front of it by portrait/prompts.py.
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import re
 from collections import Counter
@@ -57,13 +58,44 @@ class SubjectWord:
     source: str  # which text decided, for the manifest's provenance
 
 
-def read_texts(root: Path, clip_id: str) -> dict[str, str]:
-    """Every category's text for one clip: {category: text}."""
-    texts = {}
+class Texts(dict):
+    """{category: text} of one clip, and `fallbacks`: {category: encoding} of the files that were not UTF-8
+    (recorded in the manifest, so that a caption read as Latin-1 can be traced)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fallbacks: dict[str, str] = {}
+
+
+# Longest first: UTF-32-LE's mark begins with UTF-16-LE's.
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """(text, encoding): a byte-order mark decides (UTF-8, UTF-16, UTF-32); else UTF-8, else Windows-1252 (the
+    Latin-1 of most such files, with curly quotes), else Latin-1, which reads any bytes."""
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            return data.decode(encoding), encoding
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1"), "latin-1"
+
+
+def read_texts(root: Path, clip_id: str) -> Texts:
+    """Every category's text for one clip: {category: text}, with the encodings that were not UTF-8."""
+    texts = Texts()
     for folder in sorted((root / "texts").glob("*")):
         path = folder / f"{clip_id}.txt"
         if path.is_file():
-            texts[folder.name] = path.read_text(encoding="utf-8", errors="replace").strip()
+            text, encoding = decode_text(path.read_bytes())
+            texts[folder.name] = text.strip()
+            if encoding not in ("utf-8", "utf-8-sig"):
+                texts.fallbacks[folder.name] = encoding
     return texts
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import yaml
 
+from portrait.commands import one_line
 from portrait.errors import OptionError
 from portrait.prompts import EMOTION_WORDS, IDENTITY_WORDS
+from portrait.settings import AT_LEAST_ONE, FRACTION, POSITIVE, Limit, check_fields
 
 DEFAULT_ECAC_LAYERS = ("down_blocks.1", "down_blocks.2", "mid_block", "up_blocks.1", "up_blocks.2")
 
@@ -75,23 +77,67 @@ class TrainConfig:
     num_workers: int = 4
 
     def __post_init__(self) -> None:
+        check_fields(self, LIMITS)  # every field's type from its annotation; ranges below (ints default to ≥ 0)
         if self.train_fusion_encoder and not self.fusion_encoder:
             raise OptionError("train_fusion_encoder trains the encoder fusion_encoder names; without one it would train φ, which measures L_id")
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "TrainConfig":
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            values = read_recipe(Path(path).read_text())
         except yaml.YAMLError as error:
-            raise OptionError(f"{path} is not a recipe: {error}") from None
-        if not isinstance(values, dict):
-            raise OptionError(f"{path} is not a recipe (a YAML mapping of settings, as in train/configs/)")
+            raise OptionError(f"{path} is not a recipe: {one_line(str(error))}") from None
+        except OptionError as error:
+            raise OptionError(f"{path}: {error}") from None
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise OptionError(f"{path}: unknown settings {sorted(unknown)}")
         values.update({key: value for key, value in overrides.items() if value is not None})
-        tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
-        return cls(**{key: tuple(value) if key in tuples else value for key, value in values.items()})
+        try:
+            return cls(**values)
+        except OptionError as error:
+            raise OptionError(f"{path}: {error}") from None
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+
+
+LIMITS = {
+    "resolution": Limit(8),
+    "text_only_fraction": FRACTION,
+    "unconditional_fraction": FRACTION,
+    "masked_noise_fraction": FRACTION,
+    "flip_probability": FRACTION,
+    "mask_kind": Limit(choices=("face", "person")),
+    "noise_weight": Limit(0.0),
+    "identity_weight": Limit(0.0),
+    "localization_weight": Limit(0.0),
+    "beta": Limit(0.0),
+    "gamma": Limit(0.0),
+    "lam": Limit(0.0),
+    "mu": Limit(0.0),
+    "learning_rate": POSITIVE,
+    "batch_size": AT_LEAST_ONE,
+    "max_steps": AT_LEAST_ONE,
+    "adam_beta1": Limit(0.0, 1.0, high_open=True),
+    "adam_beta2": Limit(0.0, 1.0, high_open=True),
+    "adam_weight_decay": Limit(0.0),
+    "adam_epsilon": POSITIVE,
+    "max_grad_norm": POSITIVE,
+    "mixed_precision": Limit(choices=("no", "fp16", "bf16")),
+    "log_every": AT_LEAST_ONE,
+    "checkpoint_every": AT_LEAST_ONE,
+    "keep_checkpoints": AT_LEAST_ONE,
+}
+
+
+def read_recipe(text: str) -> dict:
+    """A recipe's settings. Aliases (`*name`) are refused before anything is built: a few hundred bytes of
+    nested aliases expand to billions of strings (a "billion laughs")."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise OptionError(f"YAML aliases (*{event.anchor}) are not allowed in recipes; write the values out")
+    values = yaml.safe_load(text) or {}
+    if not isinstance(values, dict):
+        raise OptionError("not a recipe (a YAML mapping of settings, as in train/configs/)")
+    return values

@@ -49,7 +49,7 @@ from portrait.identity.encoder import IdentityEncoder
 from portrait.loading import FACEXLIB_WEIGHTS, resolve_weight_file, weights_dir_or_default
 from portrait.prompts import build_identity_prompt
 
-from .celebvt_text import SubjectWord, expression_at, load_captioner, read_texts, subject_word
+from .celebvt_text import SubjectWord, Texts, expression_at, load_captioner, read_texts, subject_word
 from .data_format import MANIFEST, Sample, append_jsonl, manifest_files, read_jsonl, read_manifest, write_sample_files
 
 logger = logging.getLogger("prepare")
@@ -80,7 +80,7 @@ class ClipFrames:
     target_index: int
     reference_index: int
     at_end: bool
-    texts: dict[str, str]
+    texts: Texts  # with the encodings of files that were not UTF-8
     subject: SubjectWord
 
 
@@ -216,6 +216,7 @@ class ClipProcessor:
                 "caption_source": self.captioner.name,
                 "face_box": [round(v, 1) for v in target_face.box],
                 "same_person_similarity": None if similarity is None else round(similarity, 3),
+                **({"text_encodings": clip.texts.fallbacks} if clip.texts.fallbacks else {}),
             },
         )
         write_sample_files(self.out, sample, clip.target, mask, reference_analysis.aligned_image(), person_mask)

@@ -21,7 +21,7 @@ from portrait.styles import NO_STYLE, styled
 from .adapters import NO_STYLE as NO_LORA
 from .errors import user_errors
 from .handlers import NO_EXPRESSION, PortraitService, Sampling, chosen_expression, chosen_word
-from .uploads import UploadReader
+from .uploads import delete_if_uploaded
 
 REGIONS = {"The face in my photo": FACE_REGION, "Where I painted": "painted", "The whole photo (restyle)": None}
 
@@ -50,7 +50,7 @@ class PhotoEdits:
         steps: int = 50,
         guidance: float = 5.0,
         style_template: str = NO_STYLE,
-        remembered_face: Image.Image | None = None,
+        remembered_face: str | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
@@ -69,7 +69,7 @@ class PhotoEdits:
         if mask is None and REGIONS[region] == "painted":
             raise gr.Error("Paint over the part of the photo where you should appear, or choose another region.")
         pipe = service._request_pipeline(False)
-        encoding = pipe.encode_faces(selfie)
+        encoding = selfie.encoding()
         arguments = {name: value for name, value in sampling.items() if name not in ("width", "height")}
         result = edit_photo(
             pipe, image, prompt, encoding, mask, strength=strength, identity_word=chosen_word(identity_word, custom_word),
@@ -93,7 +93,7 @@ class PhotoEdits:
         finally:
             for path in (photo.get("composite"), *layers):  # the editor's own copies: not kept either
                 if isinstance(path, str):
-                    UploadReader._delete_if_uploaded(Path(path))
+                    delete_if_uploaded(Path(path))
 
 
 def painted_area(layer: str | bytes, size: tuple[int, int]) -> np.ndarray | None:

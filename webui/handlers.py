@@ -1,4 +1,5 @@
-"""What the app does for each request: read the selfie (and forget it), generate, explain failures.
+"""What the app does for each request: read the selfie (and forget it, keeping its face's encoding), generate,
+explain failures.
 
 Every handler turns the engine's errors into `gr.Error` with the engine's own message (webui/errors.py),
 so a bad upload or prompt shows a clear sentence in the browser and in API clients, and the server
@@ -16,6 +17,7 @@ from PIL import Image
 
 from portrait.detailer import detail_images
 from portrait.errors import NoFaceError, PortraitError
+from portrait.face.analyzer import FaceAnalysis
 from portrait.multi import Person, PortraitBoothPeoplePipeline, describe_region
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.prompts import build_identity_prompt
@@ -30,11 +32,14 @@ from portrait.styles import NO_STYLE as NO_TEMPLATE
 from .adapters import NO_STYLE, Adapters
 from .control import Controls
 from .errors import user_errors
+from .faces import FaceMemory, RefusedPhoto, RememberedFace
+from .inputs import as_the_ui_sends
 from .previews import face_preview, regions_preview
-from .uploads import UploadReader
+from .uploads import ARRIVAL_SECONDS, Upload, UploadReader, decode, take
 
 NO_EXPRESSION = "none"
 CUSTOM_WORD = "custom"
+EXAMPLE_KEY = "example:astronaut"
 
 
 @dataclass
@@ -108,6 +113,7 @@ class PortraitService:
         example: Image.Image | None = None,
         adapters: Adapters | None = None,
         random_controlnets: bool = False,
+        faces: FaceMemory | None = None,
     ):
         self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)  # the browser shows progress; requests' pipelines inherit this
@@ -116,27 +122,36 @@ class PortraitService:
         self.adapters = adapters or Adapters()
         self.uploads = UploadReader()
         self.controls = Controls(pipe, self.uploads, random_controlnets)
+        self.faces = faces or FaceMemory()
         self.native_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.stopping: set[str] = set()
 
     # ------------------------------------------------------------------ faces
     @user_errors
-    def detect_face(self, face: str | bytes | None) -> tuple[Image.Image | None, str, Image.Image | None]:
-        """Face preview (box and landmarks), a message, and the decoded photo kept for this session."""
-        (image,) = self.uploads.read([face])
-        if image is None:
+    @as_the_ui_sends
+    def detect_face(self, face: Upload | str | bytes | None) -> tuple[Image.Image | None, str, str | None]:
+        """Face preview (box and landmarks), a message, and the name the face is remembered by for this session."""
+        upload = Upload.of(face)
+        if upload is None:
             return None, "", None
-        return self._describe(image)
+        remembered, analysis = self._read(upload)
+        if remembered is None:
+            raise NoFaceError("Upload a photo of your face first.")
+        return self._described(remembered, analysis, upload.key)
 
     @user_errors
-    def use_example(self) -> tuple[Image.Image, Image.Image, str, Image.Image]:
+    def use_example(self) -> tuple[Image.Image, Image.Image, str, str]:
         """The bundled example photo, shown as if uploaded, with its face preview."""
-        return (self.example, *self._describe(self.example))
+        analysis = self.pipe.face_analyzer.analyze(self.example)
+        remembered = RememberedFace.of(self.pipe.encode_faces(analysis), self.example.size)
+        self.faces.put(EXAMPLE_KEY, remembered)
+        return (self.example, *self._described(remembered, analysis, EXAMPLE_KEY))
 
-    def _describe(self, image: Image.Image) -> tuple[Image.Image, str, Image.Image]:
-        analysis = self.pipe.face_analyzer.analyze(image)
-        message = analysis.notice or "Face found."
-        return face_preview(analysis), f"{message} ({image.width}×{image.height} photo)", image
+    @staticmethod
+    def _described(remembered: RememberedFace, analysis: FaceAnalysis | None, key: str) -> tuple[Image.Image | None, str, str]:
+        width, height = remembered.photo_size
+        preview = None if analysis is None else face_preview(analysis)
+        return preview, f"{remembered.notice or 'Face found.'} ({width}×{height} photo)", key
 
     def more_photos(self, uploads: list[str] | None) -> list[Image.Image]:
         """The further photos of the same person a request sent (read, then deleted from disk)."""
@@ -144,13 +159,43 @@ class PortraitService:
             raise gr.Error(f"Up to {MAX_PHOTOS} photos of one person: the selfie and {MAX_PHOTOS - 1} more.")
         return [image for image in self.uploads.read(list(uploads or [])) if image is not None]
 
-    def _faces(self, uploads: list, remembered: list[Image.Image | None], whose: list[str]) -> list[Image.Image]:
-        """This request's uploads, else the photos this session uploaded before."""
-        images = [image or kept for image, kept in zip(self.uploads.read(uploads), remembered)]
-        for image, who in zip(images, whose):
-            if image is None:
+    def _read(self, upload: Upload) -> tuple[RememberedFace | None, FaceAnalysis | None]:
+        """The upload's face, encoded and remembered, with its analysis when the photo came with this request
+        (the photo itself is gone when the request ends); None when the bytes are neither here nor remembered."""
+        deadline = time.monotonic() + ARRIVAL_SECONDS
+        while upload.data is None:  # the file is not here: remembered already, still arriving, or taken by a request still reading it
+            entry = self.faces.get(upload.key)
+            if isinstance(entry, RefusedPhoto):
+                raise entry.error()  # this upload failed before: never fall back to an older photo
+            if entry is not None:
+                return entry, None
+            if time.monotonic() > deadline:
+                return None, None
+            time.sleep(0.05)
+            upload = take(upload.key)
+        try:
+            photo = decode(upload)
+            analysis = self.pipe.face_analyzer.analyze(photo)
+            remembered = RememberedFace.of(self.pipe.encode_faces(analysis), photo.size)
+        except PortraitError as error:
+            self.faces.put(upload.key, RefusedPhoto(str(error)))
+            raise
+        self.faces.put(upload.key, remembered)
+        return remembered, analysis
+
+    def _faces(self, uploads: list, remembered: list[str | None], whose: list[str]) -> list[RememberedFace]:
+        """This request's uploads, else the faces this session uploaded before."""
+        faces = []
+        for face, kept, who in zip(uploads, remembered, whose):
+            upload = Upload.of(face)
+            found = None if upload is None else self._read(upload)[0]
+            if found is None:
+                entry = self.faces.get(kept)
+                found = entry if isinstance(entry, RememberedFace) else None
+            if found is None:
                 raise NoFaceError(f"Upload a photo of {who} face first.")
-        return images
+            faces.append(found)
+        return faces
 
     # ------------------------------------------------------------------ generation
     def _request_pipeline(self, fast: bool, kind: type[PortraitBoothPipeline] = PortraitBoothPipeline) -> PortraitBoothPipeline:
@@ -233,9 +278,10 @@ class PortraitService:
         return list(zip(result.images, captions)), " ".join(notes)
 
     @user_errors
+    @as_the_ui_sends
     def generate(
         self,
-        face: str | bytes | None,
+        face: Upload | str | bytes | None,
         prompt: str,
         identity_word: str = "woman",
         custom_word: str = "",
@@ -256,7 +302,7 @@ class PortraitService:
         control: str = "canny",
         control_scale: float = 1.0,
         more_faces: list[str] | None = None,
-        remembered_face: Image.Image | None = None,
+        remembered_face: str | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
@@ -264,9 +310,9 @@ class PortraitService:
         prompt, negative_prompt = styled(style_template, prompt, negative_prompt)
         settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect, style_template)
         run, sampling = self._start(request, progress, settings, fast, style)
-        (photo,) = self._faces([face], [remembered_face], ["your"])
+        (remembered,) = self._faces([face], [remembered_face], ["your"])
         pipe = self._request_pipeline(fast)
-        encoding, checked, _ = encode_checked(pipe, [photo, *self.more_photos(more_faces)])
+        encoding, checked, _ = encode_checked(pipe, [remembered.encoding(), *self.more_photos(more_faces)])
         maker = self._steered(run, pipe, control_image, control, control_scale)
         with self.adapters.used_by(pipe, fast, style):
             result = maker(
@@ -278,14 +324,15 @@ class PortraitService:
                 **sampling,
             )
             detailed = self._detail(detailer, run, pipe, result, [encoding], sampling)
-        notes = [note for note in (encoding.analyses[0].notice, result.prompts[0].notice) if note] + checked.sentences() + detailed
+        notes = [note for note in (remembered.notice, result.prompts[0].notice) if note] + checked.sentences() + detailed
         return self._finish(run, result, notes)
 
     @user_errors
+    @as_the_ui_sends
     def generate_pair(
         self,
-        face_a: str | bytes | None,
-        face_b: str | bytes | None,
+        face_a: Upload | str | bytes | None,
+        face_b: Upload | str | bytes | None,
         prompt: str,
         identity_word_a: str = "man",
         expression_a: str = NO_EXPRESSION,
@@ -306,8 +353,8 @@ class PortraitService:
         control_image: str | bytes | None = None,
         control: str = "canny",
         control_scale: float = 1.0,
-        remembered_face_a: Image.Image | None = None,
-        remembered_face_b: Image.Image | None = None,
+        remembered_face_a: str | None = None,
+        remembered_face_b: str | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list, str]:
@@ -315,9 +362,9 @@ class PortraitService:
         prompt, negative_prompt = styled(style_template, prompt, negative_prompt)
         settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, aspect, style_template)
         run, sampling = self._start(request, progress, settings, fast, style)
-        photos = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
+        remembered = self._faces([face_a, face_b], [remembered_face_a, remembered_face_b], ["person A's", "person B's"])
         pipe = self._request_pipeline(fast, PortraitBoothPeoplePipeline)
-        faces = [pipe.encode_faces(photo) for photo in photos]
+        faces = [face.encoding() for face in remembered]
         people = [
             Person(faces[0], identity_word_a or None, chosen_expression(expression_a)),
             Person(faces[1], identity_word_b or None, chosen_expression(expression_b)),
@@ -338,6 +385,7 @@ class PortraitService:
         self.stopping.add(request.session_hash)
 
     # ------------------------------------------------------------------ live hints
+    @as_the_ui_sends
     def identity_hint(self, prompt: str, identity_word: str, custom_word: str, expression: str) -> str:
         """Which word of the prompt gets the face, as the engine will read it."""
         try:
@@ -351,6 +399,10 @@ class PortraitService:
         shown = f"{placed.text[:start]}**{placed.text[start:end]}**{placed.text[end:]}"
         return f"The face goes to the highlighted word: {shown}"
 
+    @user_errors
+    @as_the_ui_sends
     def regions(self, split: float, aspect: str, identity_word_a: str, identity_word_b: str) -> Image.Image:
+        if not 0.2 <= split <= 0.8:
+            raise gr.Error("Where A ends and B begins must be between 0.2 and 0.8.")
         width, height = canvas_size(aspect, self.native_size)
         return regions_preview(width, height, split, 0.1, (identity_word_a or "A", identity_word_b or "B"))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
+import gradio as gr
 import numpy as np
+from gradio.data_classes import ImageData
 from PIL import Image, ImageDraw
 
 from portrait.face.analyzer import FaceAnalysis
@@ -46,3 +51,22 @@ def regions_preview(width: int, height: int, split: float, overlap: float, label
         text = f"{index}: {label}"
         draw.text((centre - 3 * len(text), size[1] / 2 - 6), text, fill=(0, 0, 0))
     return image
+
+
+class InMemoryImage(gr.Image):
+    """An output image sent inside the response as a data URL: Gradio writes gr.Image outputs to its cache
+    folder and serves them by URL for minutes; a picture of a visitor's face must never touch the disk.
+    API callers receive {"url": "data:image/png;base64,...", "path": null}."""
+
+    is_template = True  # same browser component as gr.Image
+
+    def postprocess(self, value: Image.Image | None) -> ImageData | None:
+        if value is None:
+            return None
+        return ImageData(url=data_url(value), mime_type="image/png")
+
+
+def data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

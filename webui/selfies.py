@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gradio as gr
-from PIL import Image
-
 from portrait.selfies import encode_checked
 
 from .errors import user_errors
@@ -17,19 +14,16 @@ class SelfieChecks:
         self.service = service
 
     @user_errors
-    def check(
-        self, face: str | bytes | None, more_faces: list[str] | None, remembered_face: Image.Image | None = None
-    ) -> tuple[list, str]:
-        """A preview of each photo's face, captioned with how well it matches the others, and a note."""
-        (photo,) = self.service.uploads.read([face])
-        photo = photo or remembered_face
+    def check(self, face: object = None, more_faces: list | None = None, remembered_face: str | None = None) -> tuple[list, str]:
+        """A preview of each further photo's face, captioned with how well it matches the others, and a note;
+        the main selfie takes part through the encoding the session remembers (its photo is not kept)."""
+        (selfie,) = self.service._faces([face], [remembered_face], ["your main"])
         more = self.service.more_photos(more_faces)
-        if photo is None:
-            raise gr.Error("Upload your main selfie first.")
-        _, checked, analyses = encode_checked(self.service.pipe, [photo, *more])
+        _, checked, analyses = encode_checked(self.service.pipe, [selfie.encoding(), *more])
         gallery = [
             (face_preview(analysis), _caption(index, similarity, index in checked.flagged))
             for index, (analysis, similarity) in enumerate(zip(analyses, checked.similarities))
+            if analysis is not None
         ]
         sentences = checked.sentences()
         return gallery, " ".join(sentences) or f"{len(analyses)} photo(s) of one person: their identities are averaged."

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..errors import FaceTooSmallError, NoFaceError
-from ..images import ImageInput, load_image
+from ..images import ImageInput, load_image, scaled_size
 from .alignment import ARCFACE_SIZE, align_faces
 from .detection import DetectedFace, FaceDetector, load_detector
 from .parsing import FaceParser
@@ -80,11 +80,9 @@ class FaceAnalyzer:
         Large photos are searched at DETECTION_SIDE pixels (a phone's 48 MP would cost seconds and GBs);
         boxes and landmarks come back in the photo's own pixels, so alignment uses full resolution.
         """
-        scales = [min(1.0, DETECTION_SIDE / max(image.size)) for image in images]
-        small = [
-            image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
-            for image, scale in zip(images, scales)
-        ]
+        small = [image if max(image.size) <= DETECTION_SIDE else image.resize(scaled_size(image.size, DETECTION_SIDE), Image.BILINEAR)
+                 for image in images]  # fmt: skip
+        scales = [max(shrunk.size) / max(image.size) for shrunk, image in zip(small, images)]
         with self._lock:  # detectors keep per-call state (facexlib's RetinaFace does)
             found = self.detector.detect_batch(small)
         return [largest_first([_rescaled(face, 1 / scale) for face in faces]) for faces, scale in zip(found, scales)]

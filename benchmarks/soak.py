@@ -1,0 +1,254 @@
+"""Mixed traffic against the app at the tiny preset for minutes, with the server's memory watched.
+
+    python -m benchmarks.soak [--minutes N] [--json] [--clients 4]
+
+Several clients send, each request in a fresh session: good photos (distinct, some 2048²) to detect_face and
+generate, bad files (corrupt, blank, truncated), values of the wrong type, and generations cancelled while
+they wait or run. The server's resident memory (RSS) is sampled every 10 s. The report: requests by kind,
+errors by sentence, good requests served, RSS at start (after the warm-up), peak and end, and the growth
+trend: the least-squares slope, in MB per minute, of RSS's floor after the warm-up (the lowest sample of
+each 30 s: a request in flight lifts RSS by up to ~100 MB for a second, a leak lifts the floor). A server
+that keeps something per visitor shows a slope; one that does not stays under `GROWTH_LIMIT`.
+
+The warm-up (the first `WARM_UP` of the run, at least one minute) fills the server's caches and Gradio's
+session table (its `--max-sessions` least recently used sessions), so that the trend measures what a long
+run adds, not what any server holds once it has served its first visitors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from portrait.commands import CommandParser, positive_int
+from portrait.commands import run as run_command
+
+from .app_server import AppServer
+
+SAMPLE_SECONDS = 10.0
+FLOOR_SECONDS = 30.0
+WARM_UP = 1 / 3  # of the run, and at least a minute
+GROWTH_LIMIT = 5.0  # MB per minute after the warm-up: 150 MB over a 30-minute run would be a leak
+# Sentences a visitor may be told; anything else is an unexpected error.
+EXPECTED = (
+    "No face found",
+    "Could not read",
+    "Could not decode",
+    "Upload a photo",
+    "must be",
+    "not in the list of choices",
+    "greater than maximum value",
+    "less than minimum value",
+)
+KINDS = {"photo": 3, "generate": 2, "bad file": 2, "wrong type": 2, "cancel": 1}  # relative frequency
+GENERATE = '{"data": [%s, %s, "woman", %s, "none", "", %s, 0, %s, %s, 5, "Square 1:1", 0, false, "none"]}'
+# face, prompt, custom word, images, random seed, steps: values of the wrong type where the UI has a box or slider
+WRONG_TYPES = [
+    ("null", "null", "null", "1", "true", "1"),
+    ("123", '"a woman"', '""', "1", "true", "1"),
+    ("null", '"a woman"', '""', '"four"', "true", "1"),
+    ("null", '"a woman"', '""', "1", '"yes"', "1"),
+    ("null", '"a woman"', '""', "1", "true", "null"),
+    ('{"path": 5}', '["a", "woman"]', '""', "1", "true", "[1]"),
+]
+
+
+@dataclass
+class Tally:
+    """What the clients saw, shared between their threads."""
+
+    requests: Counter = field(default_factory=Counter)  # by kind
+    errors: Counter = field(default_factory=Counter)  # by sentence (its first words)
+    unexpected: list = field(default_factory=list)
+    good: int = 0
+    served: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, kind: str, error: str | None = None, good: bool = False, served: bool = False) -> None:
+        with self.lock:
+            self.requests[kind] += 1
+            self.good += good
+            self.served += served
+            if error is not None:
+                if any(sentence in error for sentence in EXPECTED):
+                    self.errors[" ".join(error.split()[:6])] += 1
+                else:
+                    self.unexpected.append(f"{kind}: {error[:300]}")
+
+
+class Visitor:
+    """One client: a loop of requests of every kind, each in a fresh session."""
+
+    def __init__(self, server: AppServer, tally: Tally, seed: int, face: Image.Image):
+        self.server, self.tally, self.random, self.face = server, tally, random.Random(seed), np.asarray(face)
+
+    def run(self, until: float) -> None:
+        kinds, weights = zip(*KINDS.items())
+        while time.monotonic() < until:
+            kind = self.random.choices(kinds, weights)[0]
+            try:
+                getattr(self, kind.replace(" ", "_"))()
+            except Exception as error:  # noqa: BLE001 - a client-side failure is a finding, reported
+                self.tally.record(kind, error=f"client: {type(error).__name__}: {error}")
+
+    def distinct_photo(self) -> bytes:
+        """The astronaut with a random patch in a corner (no two alike), one in five at 2048×2048 as JPEG."""
+        pixels = self.face.copy()
+        pixels[:16, :16] = [self.random.randrange(256) for _ in range(3)]
+        image = Image.fromarray(pixels)
+        buffer = io.BytesIO()
+        if self.random.random() < 0.2:
+            image.resize((2048, 2048), Image.BICUBIC).save(buffer, format="JPEG", quality=90)
+        else:
+            image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def photo(self) -> None:
+        answer = self.server.call("detect_face", [self.server.upload(self.distinct_photo())])
+        served = answer.event == "complete" and str(answer.value[1]).startswith("Face found")
+        self.tally.record("photo", None if served else str(answer.value), good=True, served=served)
+
+    def generate(self) -> None:
+        face = json.dumps(self.server.upload(self.distinct_photo()))
+        answer = self.server.call("generate", GENERATE % (face, '"a photo of a woman"', '""', "1", "true", "2"))
+        served = answer.event == "complete" and len(answer.value[0]) == 1
+        self.tally.record("generate", None if served else str(answer.value), good=True, served=served)
+
+    def bad_file(self) -> None:
+        blank = io.BytesIO()
+        Image.new("RGB", (300, 200), "white").save(blank, format="PNG")
+        whole = self.distinct_photo()
+        data = self.random.choice([b"\x89PNG\r\n\x1a\n not a picture", blank.getvalue(), whole[: len(whole) // 2], b""])
+        answer = self.server.call("detect_face", [self.server.upload(data, "bad.png")])
+        self.tally.record("bad file", str(answer.value) if answer.event != "complete" else "answered a bad file")
+
+    def wrong_type(self) -> None:
+        answer = self.server.call("generate", GENERATE % self.random.choice(WRONG_TYPES))
+        self.tally.record("wrong type", str(answer.value) if answer.event != "complete" else "answered a wrong type")
+
+    def cancel(self) -> None:
+        """A generation cancelled while it waits or runs, in a client of its own (its own session)."""
+        from gradio_client import Client, handle_file
+
+        with tempfile.TemporaryDirectory() as folder:
+            photo = Path(folder) / "me.png"
+            photo.write_bytes(self.distinct_photo())
+            client = Client(self.server.url, verbose=False)
+            job = client.submit(handle_file(str(photo)), "a photo of a woman", steps=60, api_name="/generate")
+            time.sleep(self.random.uniform(0.1, 1.5))
+            job.cancel()
+            client.close()
+        self.tally.record("cancel")
+
+
+def floor(samples: list[tuple[float, float]], window: float = FLOOR_SECONDS) -> list[tuple[float, float]]:
+    """The lowest (seconds, MB) sample of each `window` seconds."""
+    windows: dict[int, tuple[float, float]] = {}
+    for t, mb in samples:
+        key = int(t // window)
+        if key not in windows or mb < windows[key][1]:
+            windows[key] = (t, mb)
+    return [windows[key] for key in sorted(windows)]
+
+
+def trend(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) samples, in MB per minute."""
+    if len(samples) < 2:
+        return 0.0
+    slope, _ = statistics.linear_regression([t for t, _ in samples], [mb for _, mb in samples])
+    return slope * 60
+
+
+def soak(minutes: float, clients: int = 4, seed: int = 0) -> dict:
+    """Run the traffic against a fresh tiny-preset server; the report as a dict."""
+    from skimage import data
+
+    face = Image.fromarray(data.astronaut())
+    with tempfile.TemporaryDirectory() as folder:
+        server = AppServer(Path(folder) / "gradio-cache", "--max-queue", "32", "--concurrency", "2")
+        try:
+            tally = Tally()
+            samples: list[tuple[float, float]] = []
+            started = time.monotonic()
+            until = started + minutes * 60
+            visitors = [Visitor(server, tally, seed + index, face) for index in range(clients)]
+            threads = [threading.Thread(target=visitor.run, args=(until,), daemon=True) for visitor in visitors]
+            for thread in threads:
+                thread.start()
+            while time.monotonic() < until:
+                samples.append((time.monotonic() - started, server.resident_megabytes()))
+                time.sleep(min(SAMPLE_SECONDS, max(0.0, until - time.monotonic())))
+            for thread in threads:
+                thread.join(timeout=240)  # a request's own deadline is 180 s
+                if thread.is_alive():
+                    tally.record("client", "a client was still waiting for an answer 4 minutes after the end")
+            samples.append((time.monotonic() - started, server.resident_megabytes()))
+            after = (server.call("detect_face", [server.upload(visitors[0].distinct_photo())]).event == "complete")
+        finally:
+            server.stop()
+    warm_up = max(60.0, minutes * 60 * WARM_UP)
+    steady = [sample for sample in samples if sample[0] >= warm_up] or samples[-2:]
+    return {
+        "minutes": minutes,
+        "clients": clients,
+        "requests": sum(tally.requests.values()),
+        "requests_by_kind": dict(tally.requests),
+        "good_requests": tally.good,
+        "good_served": tally.served,
+        "errors_by_sentence": dict(tally.errors),
+        "unexpected_errors": tally.unexpected,
+        "served_after": after,
+        "rss_mb": {"start": round(steady[0][1]), "peak": round(max(mb for _, mb in samples)), "end": round(samples[-1][1]),
+                   "first_sample": round(samples[0][1])},  # fmt: skip
+        "warm_up_s": warm_up,
+        "growth_mb_per_min": round(trend(floor(steady)), 2),
+        "growth_limit_mb_per_min": GROWTH_LIMIT,
+        "samples": [(round(t), round(mb)) for t, mb in samples],
+    }
+
+
+def describe(report: dict) -> str:
+    rss = report["rss_mb"]
+    lines = [
+        f"{report['minutes']:g} min, {report['clients']} clients: {report['requests']} requests "
+        + ", ".join(f"{kind} {count}" for kind, count in report["requests_by_kind"].items()),
+        f"good requests served: {report['good_served']} of {report['good_requests']}; a request after the run: "
+        + ("served" if report["served_after"] else "NOT served"),
+        "expected errors: " + (", ".join(f"{count}× {sentence!r}" for sentence, count in report["errors_by_sentence"].items()) or "none"),
+        f"unexpected errors: {len(report['unexpected_errors'])}" + "".join(f"\n  {e}" for e in report["unexpected_errors"][:10]),
+        f"RSS (MB): first sample {rss['first_sample']}, after the {report['warm_up_s']:.0f} s warm-up {rss['start']}, "
+        f"peak {rss['peak']}, end {rss['end']}",
+        f"growth of RSS's floor after the warm-up: {report['growth_mb_per_min']:+.2f} MB/min (limit {report['growth_limit_mb_per_min']:g})",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = CommandParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--clients", type=positive_int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    report = soak(args.minutes, args.clients, args.seed)
+    print(json.dumps(report, indent=2) if args.json else describe(report))
+    healthy = (not report["unexpected_errors"] and report["good_served"] == report["good_requests"] and report["served_after"]
+               and report["growth_mb_per_min"] < GROWTH_LIMIT)  # fmt: skip
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main, prog="benchmarks.soak"))

@@ -1,0 +1,167 @@
+"""README's privacy and memory sentences, each checked by what the server does (issue 19).
+
+Files are told apart by their bytes, never by their names: after each request, every file in Gradio's
+folder (uploads and cache alike) must be one that was there before or a picture the visitor asked for.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from app_server import AppServer
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+VISITORS = 200
+GENERATE = '{"data": [%s, "a photo of a woman", "woman", "", "none", "", 1, %s, false, %s, 5, "Square 1:1", 0, false, "none"]}'
+
+
+def encoded(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def contents(server: AppServer) -> dict[str, str]:
+    """sha256 → path of every file in the server's Gradio folder."""
+    return {hashlib.sha256(path.read_bytes()).hexdigest(): str(path) for path in server.cache_dir.rglob("*") if path.is_file()}
+
+
+def outputs_of(answer) -> set[str]:
+    """sha256 of the gallery pictures a generation answered with (the files the visitor asked for)."""
+    gallery = answer.value[0] if answer.event == "complete" else []
+    return {hashlib.sha256(open(item["image"]["path"], "rb").read()).hexdigest() for item in gallery}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    app = AppServer(tmp_path_factory.mktemp("privacy") / "gradio-cache", "--max-queue", "1")
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def selfie(astronaut) -> bytes:
+    return encoded(astronaut)
+
+
+def distinct(astronaut, index: int, side: int = 512) -> bytes:
+    pixels = np.asarray(astronaut.resize((side, side))).copy()
+    pixels[:16, :16] = [index % 256, index // 256 % 256, 7]
+    return encoded(Image.fromarray(pixels), "JPEG", quality=90)
+
+
+def test_the_face_preview_is_sent_in_the_response_and_never_written(server, selfie):
+    """'The face preview is sent inside the response (a data URL) and never written to disk.'"""
+    before = contents(server)
+    answer = server.call("detect_face", [server.upload(selfie, "me.png")])
+    preview, message, *_ = answer.value
+    assert answer.event == "complete" and message.startswith("Face found") and preview["path"] is None
+    assert Image.open(io.BytesIO(base64.b64decode(preview["url"].split(",", 1)[1]))).size == (256, 256)
+    assert contents(server).keys() == before.keys()  # neither the photo nor any picture of the face
+
+
+def test_only_the_pictures_asked_for_are_written(server, selfie):
+    """'The portraits you generate are the only pictures of you written to disk.'"""
+    before = contents(server)
+    answer = server.call("generate", GENERATE % (json.dumps(server.upload(selfie, "me.png")), "0", "1"))
+    assert answer.event == "complete"
+    assert contents(server).keys() - before.keys() == outputs_of(answer) and len(outputs_of(answer)) == 1
+    assert hashlib.sha256(selfie).hexdigest() not in contents(server)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "sentence"),
+    [
+        ("detect_face", '{"data": [%(blank)s]}', "No face found"),
+        ("detect_face", '{"data": [%(corrupt)s]}', "Could not read"),
+        ("generate", GENERATE % ("%(face)s", "-3", "1"), "Seed must be"),  # refused by the handler
+        ("generate", GENERATE % ("%(face)s", "0", "1000"), "greater than maximum value 100"),  # refused by Gradio
+        ("generate_pair", '{"data": [%(face)s, %(other)s, "a man and a woman", "man", "none", "woman", "none", 5, "", 1, 0, true, '
+         '1, 5, "Landscape 4:3", false, "none"]}', "greater than maximum value 0.8"),  # fmt: skip
+        ("generate_pair", '{"data": [%(face)s, %(other)s, "a man and a woman"]}', "didn't receive enough input values"),
+    ],
+)
+def test_a_request_that_fails_leaves_no_file(server, astronaut, endpoint, body, sentence):
+    """'A request that fails leaves no file behind: its uploads are deleted before its other inputs are checked.'"""
+    before = contents(server)
+    files = {
+        "blank": server.upload(encoded(Image.new("RGB", (300, 200), "white")), "blank.png"),
+        "corrupt": server.upload(b"\x89PNG\r\n\x1a\n not a picture", "corrupt.png"),
+        "face": server.upload(distinct(astronaut, 1), "me.jpg"),
+        "other": server.upload(distinct(astronaut, 2), "friend.jpg"),
+    }
+    answer = server.call(endpoint, body % {name: json.dumps(file) for name, file in files.items()})
+    assert answer.event == "error" and sentence in answer.value
+    for name in [name for name in files if f"%({name})s" not in body]:
+        server.call("detect_face", [files[name]])  # the uploads this case did not use, taken by a request of their own
+    assert contents(server).keys() == before.keys()
+
+
+def test_refused_and_cancelled_requests_leave_no_file(server, astronaut, tmp_path):
+    """'... and so does a request the queue refuses (full) or that is cancelled while it waits.'"""
+    from gradio_client import Client, handle_file
+
+    before = contents(server)
+    long = GENERATE % ("%s", "0", "100")
+    running = threading.Thread(target=lambda: server.call("generate", long % json.dumps(server.upload(distinct(astronaut, 3)))))
+    running.start()
+    time.sleep(3)  # it runs (--concurrency 1)
+    waiting = Client(server.url, verbose=False)
+    (tmp_path / "waiting.jpg").write_bytes(distinct(astronaut, 4))
+    job = waiting.submit(handle_file(str(tmp_path / "waiting.jpg")), "a woman", steps=1, api_name="/generate")
+    time.sleep(2)  # it waits in the queue, which now is full (--max-queue 1)
+    full = server.call("generate", long % json.dumps(server.upload(distinct(astronaut, 5))))
+    assert full.event in ("error", "http") and "full" in str(full.value).lower()
+    job.cancel()
+    running.join()
+    time.sleep(1)
+    assert contents(server).keys() - before.keys() <= _gallery_files(server, before)  # the running one's portrait at most
+    assert not {hashlib.sha256(distinct(astronaut, i)).hexdigest() for i in (3, 4, 5)} & contents(server).keys()
+
+
+def _gallery_files(server, before) -> set[str]:
+    """Files added since `before` that are generated portraits (64×64 PNGs carrying the AI-generated mark)."""
+    found = set()
+    for digest, path in contents(server).items():
+        if digest not in before:
+            with Image.open(path) as image:
+                if image.size == (64, 64) and image.text.get("AI-generated") == "yes":
+                    found.add(digest)
+    return found
+
+
+@pytest.fixture(scope="module")
+def load_server(tmp_path_factory):
+    app = AppServer(tmp_path_factory.mktemp("load") / "gradio-cache", "--concurrency", "2")
+    yield app
+    app.stop()
+
+
+def test_200_fresh_sessions_with_2048_photos_leave_memory_bounded(load_server, astronaut, selfie):
+    """'Each photo input of a session keeps ~1 KB in memory (the face's encoding), never the photo; Gradio keeps
+    ~170 KB per session for at most --max-sessions (200) sessions.' Bound checked: +300 MB over 200 visitors."""
+    server = load_server
+    for index in range(3):  # warm: the detector's buffers at this size, the first sessions
+        assert server.call("detect_face", [server.upload(distinct(astronaut, 10_000 + index, 2048), "big.jpg")]).event == "complete"
+    before = server.resident_megabytes()
+
+    def visit(index: int) -> str:
+        answer = server.call("detect_face", [server.upload(distinct(astronaut, index, 2048), "big.jpg")])
+        return answer.event if answer.event == "complete" else f"{answer.event}: {answer.value}"
+
+    # One visitor after another: with several at once, a few large uploads are not found in time (see the report of issue 19).
+    outcomes = [visit(index) for index in range(VISITORS)]
+    grown = server.resident_megabytes() - before
+    assert outcomes.count("complete") == VISITORS, [outcome for outcome in outcomes if outcome != "complete"]
+    assert grown < 300, f"the server grew by {grown:.0f} MB"
+    answer = server.call("generate", GENERATE % (json.dumps(server.upload(selfie, "me.png")), "0", "2"))
+    assert answer.event == "complete" and len(answer.value[0]) == 1
