@@ -24,6 +24,7 @@ from portrait.pipeline import PortraitBoothPipeline
 from .adapters import NO_STYLE
 from .errors import user_errors
 from .handlers import NO_EXPRESSION, Limits, PortraitService, Sampling, chosen_expression
+from .inputs import Number, Slider
 from .uploads import FaceUpload
 from .wiring import inputs_for
 
@@ -224,7 +225,7 @@ def person_picker(service: DemoService, label: str, chosen: str, seed: int) -> t
     """Who: an example person or a new one (with the seed that draws them), and their reference, shown large."""
     person = gr.Dropdown(service.choices, value=chosen, label=label)
     with gr.Row():
-        seed_of_new = gr.Number(value=seed, precision=0, minimum=0, label="New person's seed")
+        seed_of_new = Number(value=seed, precision=0, minimum=0, label="New person's seed")
         draw_new = gr.Button("Draw a new person", size="sm")
     reference = gr.Image(label="Reference", interactive=False, height=256, format="png")
     about = gr.Markdown()
@@ -232,11 +233,11 @@ def person_picker(service: DemoService, label: str, chosen: str, seed: int) -> t
 
 
 def sampling_controls(service: DemoService) -> dict:
-    controls = {"num_images": gr.Slider(1, service.limits.max_images, value=2, step=1, label="Number of pictures")}
+    controls = {"num_images": Slider(1, service.limits.max_images, value=2, step=1, label="Number of pictures")}
     with gr.Row():
-        controls["seed"] = gr.Number(value=0, precision=0, label="Seed")
+        controls["seed"] = Number(value=0, precision=0, label="Seed")
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
     with gr.Accordion("Advanced", open=False):
-        controls["steps"] = gr.Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
-        controls["guidance"] = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+        controls["steps"] = Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
+        controls["guidance"] = Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
     return controls
