@@ -73,10 +73,12 @@ def test_app_takes_a_control_picture(tiny_pipe, astronaut, tmp_path):
     from webui.handlers import PortraitService
 
     service = PortraitService(tiny_pipe, example=astronaut, random_controlnets=True)
+
+    remembered = service.use_example()[3]  # what the session keeps: the face encoding, by name
     astronaut.save(tmp_path / "pose.png")
-    gallery, _ = service.generate(None, "a woman", steps=1, remembered_face=astronaut, control_image=str(tmp_path / "pose.png"),
+    gallery, _ = service.generate(None, "a woman", steps=1, remembered_face=remembered, control_image=str(tmp_path / "pose.png"),
                                   detailer=False)  # fmt: skip
     assert "canny control · scale 1" in gallery[0][1]
-    gallery, _ = service.generate_pair(None, None, "a man and a woman", steps=1, remembered_face_a=astronaut,
-                                       remembered_face_b=astronaut, control_image=str(tmp_path / "pose.png"))  # fmt: skip
+    gallery, _ = service.generate_pair(None, None, "a man and a woman", steps=1, remembered_face_a=remembered,
+                                       remembered_face_b=remembered, control_image=str(tmp_path / "pose.png"))  # fmt: skip
     assert "canny control" in gallery[0][1]

@@ -101,7 +101,9 @@ def test_app_note_says_it_ran(tiny_pipe, astronaut):
     from webui.handlers import PortraitService
 
     service = PortraitService(tiny_pipe, example=astronaut)
-    _, info = service.generate(None, "a woman", steps=1, remembered_face=astronaut)
+
+    remembered = service.use_example()[3]  # what the session keeps: the face encoding, by name
+    _, info = service.generate(None, "a woman", steps=1, remembered_face=remembered)
     assert "Face detailer ran" in info
-    _, info = service.generate(None, "a woman", steps=1, remembered_face=astronaut, detailer=False)
+    _, info = service.generate(None, "a woman", steps=1, remembered_face=remembered, detailer=False)
     assert "Face detailer" not in info

@@ -51,7 +51,8 @@ def test_cli_style_and_aspect_are_recorded(tmp_path):
 
 def test_app_caption_records_style_and_size(tiny_pipe, astronaut):
     service = PortraitService(tiny_pipe, example=astronaut)
-    gallery, _ = service.generate(None, "a woman", steps=1, remembered_face=astronaut, aspect="Portrait 3:4",
+    remembered = service.use_example()[3]  # what the session keeps: the face encoding, by name
+    gallery, _ = service.generate(None, "a woman", steps=1, remembered_face=remembered, aspect="Portrait 3:4",
                                   style_template="Watercolour")  # fmt: skip
     (image, caption), = gallery
     assert "style Watercolour" in caption and f"{image.width}×{image.height}" in caption
