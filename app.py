@@ -197,7 +197,7 @@ def edit_tab(service: PortraitService) -> None:
         with gr.Column():
             gallery = gr.Gallery(label="Edited photos", format="png", columns=1, elem_id="edit_gallery")
             info = gr.Markdown(elem_id="edit_info")
-    face.input(gpu(service.detect_face), face, [preview, message, remembered], api_visibility="private", concurrency_id="faces")
+    face.input(gpu(service.detect_face), face, [preview, message, remembered], api_name="detect_face_for_photo_edit", api_visibility="private", concurrency_id="faces")
     inputs = dict(face=face, photo=photo, prompt=prompt, region=region, strength=strength, identity_word=identity_word,
                   custom_word=custom_word, expression=expression, remembered_face=remembered, **controls)  # fmt: skip
     run.click(gpu(edits.edit), inputs_for(edits.edit, inputs), [gallery, info], api_name="edit_photo", concurrency_id="gpu")

@@ -69,7 +69,7 @@ def generate(client, face, prompt="a photo of a woman in the snow", **options):
 
 def test_named_endpoints(client):
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/detect_face", "/generate", "/generate_pair"} <= endpoints
+    assert {"/detect_face", "/generate", "/generate_pair", "/check_selfies", "/edit_photo"} <= endpoints, endpoints
 
 
 def test_detect_face(client, photos):
