@@ -211,7 +211,7 @@ def test_out_of_range_numbers_even_as_raw_json(server, client, photos):
     face = file_data(upload)
     # generate's inputs: face, prompt, word, custom word, expression, negative, images, seed, random seed, steps, guidance,
     # size, start, fast, style, kept
-    body = '{"data": [%s, "a woman", "woman", "", "none", "", %s, %s, %s, %s, %s, %s, %s, false, "none", null]}'
+    body = '{"data": [%s, "a woman", "woman", "", "none", "", %s, %s, %s, %s, %s, %s, %s, false, "none", "no style", true, null, "canny", 1.0, null, null]}'
     cases = {
         ("1", "0", "true", "1", "NaN", '"Square 1:1"', "0"): "Guidance must be between 0 and 30",
         ("1", "0", "true", "Infinity", "5", '"Square 1:1"', "0"): "greater than maximum value 100",

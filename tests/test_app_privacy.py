@@ -21,7 +21,9 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 VISITORS = 200
-GENERATE = '{"data": [%s, "a photo of a woman", "woman", "", "none", "", 1, %s, false, %s, 5, "Square 1:1", 0, false, "none"]}'
+# Every input of the endpoint, in the order of the handler's parameters; the creative tools' at their defaults.
+CREATIVE_DEFAULTS = '"no style", true, null, "canny", 1.0, null, null'
+GENERATE = '{"data": [%s, "a photo of a woman", "woman", "", "none", "", 1, %s, false, %s, 5, "Square 1:1", 0, false, "none", ' + CREATIVE_DEFAULTS + "]}"
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
@@ -86,7 +88,7 @@ def test_only_the_pictures_asked_for_are_written(server, selfie):
         ("generate", GENERATE % ("%(face)s", "-3", "1"), "Seed must be"),  # refused by the handler
         ("generate", GENERATE % ("%(face)s", "0", "1000"), "greater than maximum value 100"),  # refused by Gradio
         ("generate_pair", '{"data": [%(face)s, %(other)s, "a man and a woman", "man", "none", "woman", "none", 5, "", 1, 0, true, '
-         '1, 5, "Landscape 4:3", false, "none"]}', "greater than maximum value 0.8"),  # fmt: skip
+         '1, 5, "Landscape 4:3", false, "none", ' + CREATIVE_DEFAULTS + "]}", "greater than maximum value 0.8"),  # fmt: skip
         ("generate_pair", '{"data": [%(face)s, %(other)s, "a man and a woman"]}', "didn't receive enough input values"),
     ],
 )
@@ -111,14 +113,14 @@ def test_refused_and_cancelled_requests_leave_no_file(server, astronaut, tmp_pat
     from gradio_client import Client, handle_file
 
     before = contents(server)
-    long = GENERATE % ("%s", "0", "100")
+    long = (GENERATE % ("%s", "0", "100")).replace('"none", "", 1, ', '"none", "", 4, ', 1)  # 4 pictures of 100 steps
     running = threading.Thread(target=lambda: server.call("generate", long % json.dumps(server.upload(distinct(astronaut, 3)))))
     running.start()
-    time.sleep(3)  # it runs (--concurrency 1)
+    time.sleep(1)  # it runs (--concurrency 1) for a few seconds
     waiting = Client(server.url, verbose=False)
     (tmp_path / "waiting.jpg").write_bytes(distinct(astronaut, 4))
     job = waiting.submit(handle_file(str(tmp_path / "waiting.jpg")), "a woman", steps=1, api_name="/generate")
-    time.sleep(2)  # it waits in the queue, which now is full (--max-queue 1)
+    time.sleep(1)  # it waits in the queue, which now is full (--max-queue 1)
     full = server.call("generate", long % json.dumps(server.upload(distinct(astronaut, 5))))
     assert full.event in ("error", "http") and "full" in str(full.value).lower()
     job.cancel()

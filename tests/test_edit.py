@@ -95,13 +95,13 @@ def test_app_puts_the_selfie_where_the_user_painted(tiny_pipe, astronaut, tmp_pa
     layer[BOX[1] : BOX[3], BOX[0] : BOX[2]] = (255, 0, 0, 255)  # what the editor's brush leaves: paint with alpha
     Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
     photo = {"background": str(tmp_path / "photo.png"), "layers": [str(tmp_path / "layer.png")], "composite": None}
-    gallery, info = edits.edit(None, photo, "a woman", region="Where I painted", steps=2, remembered_face=remembered)
+    gallery, info = edits.edit(photo, None, "a woman", region="Where I painted", steps=2, remembered_face=remembered)
     ((image, caption),) = gallery
     outside = box_mask() == 0
     assert np.array_equal(np.asarray(image)[outside], np.asarray(astronaut)[outside])
     assert "photo inpainted (where i painted), strength 0.8" in caption and "512×512" in caption
-    gallery, _ = edits.edit(None, photo, "a woman", region="The whole photo (restyle)", strength=0.0, remembered_face=remembered)
+    gallery, _ = edits.edit(photo, None, "a woman", region="The whole photo (restyle)", strength=0.0, remembered_face=remembered)
     assert np.array_equal(np.asarray(gallery[0][0]), np.asarray(astronaut))
     empty = {"background": str(tmp_path / "photo.png"), "layers": [], "composite": None}
     with pytest.raises(Exception, match="Paint over the part of the photo"):
-        edits.edit(None, empty, "a woman", region="Where I painted", remembered_face=remembered)
+        edits.edit(empty, None, "a woman", region="Where I painted", remembered_face=remembered)

@@ -35,8 +35,8 @@ class PhotoEdits:
     @user_errors
     def edit(
         self,
+        photo: dict | None,  # first: its editor reads the file before the selfie's upload is taken (it may be the same file)
         face: str | bytes | None,
-        photo: dict | None,
         prompt: str,
         region: str = "The face in my photo",
         strength: float = 0.8,
