@@ -54,7 +54,9 @@ EXPECTED = (
     "less than minimum value",
 )
 KINDS = {"photo": 3, "generate": 2, "bad file": 2, "wrong type": 2, "cancel": 1}  # relative frequency
-GENERATE = '{"data": [%s, %s, "woman", %s, "none", "", %s, 0, %s, %s, 5, "Square 1:1", 0, false, "none"]}'
+# Every input of /generate in the handler's order; the creative tools' (style template, detailer, control picture,
+# control, its scale, more selfies) and the remembered face at their defaults.
+GENERATE = '{"data": [%s, %s, "woman", %s, "none", "", %s, 0, %s, %s, 5, "Square 1:1", 0, false, "none", "no style", true, null, "canny", 1.0, null, null]}'
 # face, prompt, custom word, images, random seed, steps: values of the wrong type where the UI has a box or slider
 WRONG_TYPES = [
     ("null", "null", "null", "1", "true", "1"),

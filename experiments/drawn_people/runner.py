@@ -321,7 +321,8 @@ class Experiment:
         row = summarize(judgement)
         row["chance"] = chance_levels(people, judgement)
         row["sampler"] = f"{type(pipe.scheduler).__name__}, {settings.steps} steps, guidance {settings.guidance}"
-        config = self.recipe(self.base, 0, unconditional_fraction=0.0, text_only_fraction=0.0, flip_probability=0.0)
+        # Read only for its data settings and ECAC layers: nothing trains (max_steps must still be ≥ 1).
+        config = self.recipe(self.base, 1, unconditional_fraction=0.0, text_only_fraction=0.0, flip_probability=0.0)
         attention = attention_in_mask(pipe, PortraitDataset(self.data / group, pipe.tokenizer, config), config.ecac_layers, settings)
         row.update(attn_id_in_mask=attention["identity"], attn_expr_in_mask=attention["expression"], mask_area=attention["mask_area"])
         with atomic_path(pictures) as partial, open(partial, "wb") as handle:
