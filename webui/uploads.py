@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,38 +96,16 @@ class FaceUpload(gr.Image):
 
 
 def take(path: str) -> Upload:
-    """The file's bytes, and the file deleted when Gradio's upload folder holds it. Gradio names uploads by
-    content, so several inputs of one request (the selfie also as the photo to edit or the control picture) or
-    two requests at once may carry the same file: its bytes stay in memory for RECENT_SECONDS for them."""
+    """The file's bytes, and the file deleted when Gradio's upload folder holds it."""
     file = Path(path)
-    with _recent_lock:
-        _forget_old(time.monotonic())
-        if not file.exists():
-            kept = _recent.get(path)
-            return Upload(path, kept[1] if kept else None, file.name)
-        check_regular_file(file)
-        try:
-            data = file.read_bytes()
-        finally:
-            delete_if_uploaded(file)
-        _recent[path] = (time.monotonic(), data)
-        _forget_old(time.monotonic())
+    if not file.exists():
+        return Upload(path, None, file.name)
+    check_regular_file(file)
+    try:
+        data = file.read_bytes()
+    finally:
+        delete_if_uploaded(file)
     return Upload(path, data, file.name)
-
-
-RECENT_SECONDS = 30.0  # how long a taken upload's bytes stay in memory (never on disk) for others carrying it
-RECENT_BYTES = 64 * 2**20  # all of them together; the oldest go first
-_recent: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-_recent_lock = threading.Lock()
-
-
-def _forget_old(now: float) -> None:
-    """Drop bytes older than RECENT_SECONDS, then the oldest until the rest fit RECENT_BYTES (lock held)."""
-    while _recent and (
-        now - next(iter(_recent.values()))[0] > RECENT_SECONDS
-        or sum(len(data) for _, data in _recent.values()) > RECENT_BYTES
-    ):
-        _recent.popitem(last=False)
 
 
 def decode(upload: Upload) -> Image.Image:
