@@ -3,7 +3,7 @@
 Training captions, the pipeline and the app all go through this module, so the word that receives
 the face feature is found the same way everywhere.
 
-Choices (SPEC.md leaves them open):
+Choices (docs/method.md, "Components"; the paper leaves them open):
 - A prompt that lacks the identity word gets the prefix "a photo of a <word>, " (and the result
   says so), rather than an error: a user who picked "woman" and typed "in the snow" meant it.
 - An expression is written as an adjective right before the identity word ("a happy woman"), the

@@ -38,7 +38,7 @@ class TrainConfig:
     flip_probability: float = 0.5
     mask_kind: str = "face"  # "face" (paper) or "person" (ablation)
     image_cache: int = 0  # decoded pictures kept in memory by the reader (small sets only; 0: read every time)
-    # losses (SPEC.md)
+    # losses (docs/method.md, "Losses")
     noise_weight: float = 1.0
     identity_weight: float = 1.0  # L_id (DIP); 0 turns it off
     localization_weight: float = 1.0  # L_loc (ECAC); 0 turns it off

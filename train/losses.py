@@ -1,4 +1,4 @@
-"""PortraitBooth's training objective, one small function per term (SPEC.md, paper eqs. 5-7).
+"""PortraitBooth's training objective, one small function per term (docs/method.md, "Losses"; paper eqs. 5-7).
 
 Shapes: B batch, C latent channels, h×w latent size, HW a layer's query positions.
 """

@@ -1,4 +1,4 @@
-"""CelebV-Text → single-subject training pairs (SPEC.md, "Data").
+"""CelebV-Text → single-subject training pairs (docs/method.md, "Data").
 
     python -m train.prepare_celebvt --celebvt ROOT --out DIR [--workers N] [--shard i/n] [--limit N]
 
