@@ -180,9 +180,10 @@ def test_lora_trains_only_the_adapter_and_stea():
 
     session = Session.start(TrainConfig.load(REPO / "train/configs/tiny.yaml", lora_rank=4), Accelerator(cpu=True))
     trained = {id(parameter) for parameter in session.parameters}
-    unet_trained = [name for name, parameter in session.unet.named_parameters() if id(parameter) in trained]
+    parts = session.accelerator.unwrap_model(session.parts)
+    unet_trained = [name for name, parameter in parts.unet.named_parameters() if id(parameter) in trained]
     assert unet_trained and all(".lora_" in name for name in unet_trained)
-    assert all(id(parameter) in trained for parameter in session.stea.parameters())  # STEA trains fully
+    assert all(id(parameter) in trained for parameter in parts.stea.parameters())  # STEA trains fully
     assert {id(p) for group in session.optimizer.param_groups for p in group["params"]} == trained
 
 

@@ -14,6 +14,7 @@ from portrait.errors import OptionError
 from portrait.pipeline import PortraitBoothPipeline
 from train.config import TrainConfig
 from train.dataset import NO_TOKEN, Draw, PortraitDataset, StepBatchSampler, collate
+from train.parts import TrainedParts
 from train.synthetic import make_synthetic_set
 from train.train import Objective, build_models, main, step_generator
 
@@ -79,7 +80,8 @@ def fixed_loss(config, data, folder=None) -> float:
     batch = collate([dataset[Draw(index, index)] for index in range(4)])
     objective = Objective(models, config, None, torch.float32)
     with torch.no_grad():
-        return objective(models.unet, models.stea, batch, step_generator(0, 0, 0, torch.device("cpu")))["total"].item()
+        parts = TrainedParts(models.unet, models.stea)
+        return objective(parts, batch, step_generator(0, 0, 0, torch.device("cpu")))["total"].item()
 
 
 @pytest.mark.slow

@@ -3,15 +3,19 @@
     OUT/checkpoints/step-000120/
         unet/, stea/        diffusers folders (config + safetensors), written by a save hook: usable as
                             portrait weights as they are (unet_lora/ instead of unet/ for a LoRA recipe)
-        optimizer.bin, scheduler.bin, random_states_0.pkl (and scaler.pt with fp16): accelerate's files
+        optimizer.bin, scheduler.bin, random_states_<rank>.pkl (and scaler.pt with fp16): accelerate's files
+        pytorch_model/      under DeepSpeed only, instead of optimizer.bin: its engine's model and optimizer
+                            shards (DeepSpeed's own format, read back by DeepSpeed)
 
 The models are read back from their safetensors by a load hook; accelerate reads its own files with
-`torch.load(weights_only=True)`, which admits tensors and plain values only, never code. A checkpoint
-is written to a temporary folder and renamed when complete; the last K are kept. Its step is its name.
+`torch.load(weights_only=True)`, which admits tensors and plain values only, never code. Every process
+writes its part of a checkpoint into one temporary folder, which the main process renames when all are
+done; the last K are kept. Its step is its name.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -25,9 +29,11 @@ from portrait.files import atomic_path
 from portrait.stea import STEA
 
 from .memory import has_lora, load_unet_lora, save_unet_lora
+from .parts import TrainedParts
 
 CHECKPOINTS = "checkpoints"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+DEEPSPEED_STATE = "pytorch_model"  # accelerate's folder for a DeepSpeed engine's checkpoint
 _NAME = re.compile(r"^step-(\d+)$")
 
 
@@ -50,8 +56,9 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
         found = list_checkpoints(output_dir)
         return found[-1][1] if found else None
     path = Path(resume)
-    if not _NAME.match(path.name) or not (path / "optimizer.bin").is_file():
-        raise DataError(f"{path} is not a complete checkpoint (a step-N folder with optimizer.bin)")
+    complete = (path / "optimizer.bin").is_file() or (path / DEEPSPEED_STATE).is_dir()
+    if not _NAME.match(path.name) or not complete:
+        raise DataError(f"{path} is not a complete checkpoint (a step-N folder with optimizer.bin or {DEEPSPEED_STATE}/)")
     return path
 
 
@@ -62,21 +69,29 @@ def _part_name(model) -> str:
     return "unet" if isinstance(model, UNet2DConditionModel) else "identity_encoder"
 
 
+def _parts(accelerator: Accelerator, model) -> list:
+    """The modules of a prepared `TrainedParts`."""
+    parts: TrainedParts = accelerator.unwrap_model(model)
+    return list(parts.weights().values())
+
+
 def register_model_hooks(accelerator: Accelerator) -> None:
     """Save and load the trained models as diffusers folders inside accelerate's checkpoints."""
 
     def save(models, weights, output_dir) -> None:
-        for model in models:
-            save_part(accelerator.unwrap_model(model), Path(output_dir))
+        if accelerator.is_main_process:
+            for model in models:
+                for part in _parts(accelerator, model):
+                    save_part(part, Path(output_dir))
         weights.clear()  # the folders hold them: accelerate writes no second copy
 
-    def load(models, input_dir) -> None:
+    def load(models, input_dir) -> None:  # (under DeepSpeed `models` is empty: its engine reads its own files)
         while models:
-            unwrapped = accelerator.unwrap_model(models.pop())
-            if has_lora(unwrapped):
-                load_unet_lora(unwrapped, Path(input_dir))
-            else:
-                unwrapped.load_state_dict(load_file(Path(input_dir) / _part_name(unwrapped) / WEIGHTS_FILE))
+            for part in _parts(accelerator, models.pop()):
+                if has_lora(part):
+                    load_unet_lora(part, Path(input_dir))
+                else:
+                    part.load_state_dict(load_file(Path(input_dir) / _part_name(part) / WEIGHTS_FILE))
 
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
@@ -91,14 +106,21 @@ def save_part(model, folder: Path) -> None:
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> Path:
-    """Step `step`'s full training state; the last `keep` checkpoints are kept."""
+    """Step `step`'s full training state, called by every process; the last `keep` checkpoints are kept."""
     final = checkpoint_folder(output_dir, step)
-    for stale in final.parent.glob(".step-*.partial"):  # left by a run killed while saving (only the main process saves)
-        shutil.rmtree(stale, ignore_errors=True)
-    with atomic_path(final) as partial:
-        accelerator.save_state(str(partial))
-    for _, old in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    partial = final.with_name(f".{final.name}.partial")  # one name for all processes: each writes its files there
+    if accelerator.is_main_process:
+        for stale in final.parent.glob(".step-*.partial"):  # left by a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)  # a fresh run into an old output folder
+        os.replace(partial, final)
+        for _, old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return final
 
 

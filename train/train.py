@@ -42,6 +42,7 @@ from .config import TrainConfig
 from .dataset import Draw, PortraitDataset, StepBatchSampler, collate, training_samples
 from .losses import decoded_face_embedding, identity_loss, localization_loss, noise_loss, one_step_reverse
 from .memory import adamw_class, add_unet_lora, set_tf32
+from .parts import TrainedParts, check_deepspeed, fit_deepspeed
 
 logger = logging.getLogger("train")
 
@@ -124,33 +125,32 @@ class Objective:
         self.alphas_cumprod = models.noise_scheduler.alphas_cumprod
 
     def __call__(
-        self, unet, stea, batch: dict[str, torch.Tensor], generator: torch.Generator, fusion: torch.nn.Module | None = None
+        self, parts: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        """fusion: the encoder STEA fuses, when it is trained too (else the frozen `models.identity_encoder`)."""
+        """parts: the `TrainedParts`, as prepared (wrapped by DDP or DeepSpeed) or as they are."""
         models, config = self.models, self.config
+        trains_fusion = config.train_fusion_encoder  # then `parts` encodes the faces itself
         device = batch["pixel_values"].device
         faces = batch["reference"].to(self.dtype)
         with torch.no_grad():
             latents = models.vae.encode(batch["pixel_values"].to(self.dtype)).latent_dist.sample(generator)
             latents = latents * models.vae.config.scaling_factor
             text = models.text_encoder(batch["input_ids"])[0]
-            if fusion is None:
-                reference = models.identity_encoder(faces)
+            # STEA fuses the frozen encoder's features, or the faces themselves when the encoder trains too
+            reference = None if trains_fusion else models.identity_encoder(faces)
             # φ measures L_id; when it is also the frozen encoder STEA fuses, one pass serves both
-            same = fusion is None and models.loss_encoder is models.identity_encoder
+            same = not trains_fusion and models.loss_encoder is models.identity_encoder
             reference_identity = reference.embedding if same else models.loss_encoder(faces).embedding
-        if fusion is not None:
-            reference = fusion(batch["reference"])
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         steps = models.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
         noisy = models.noise_scheduler.add_noise(latents, noise, timesteps)
-        condition = stea(text.float(), batch["face_token"], reference.features.float())
         if self.store is not None:
             self.store.token_indices = torch.stack([batch["identity_token"], batch["expression_token"]], dim=1)
             self.store.latent_size = tuple(latents.shape[-2:])
             self.store.maps.clear()
-        prediction = unet(noisy, timesteps, encoder_hidden_states=condition).sample
+        fused = batch["reference"] if trains_fusion else reference.features
+        prediction = parts(noisy, timesteps, text, batch["face_token"], fused)
         if models.noise_scheduler.config.prediction_type == "v_prediction":
             target = models.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
@@ -191,9 +191,7 @@ class Session:
     accelerator: Accelerator
     config: TrainConfig
     models: Models
-    unet: torch.nn.Module
-    stea: torch.nn.Module
-    fusion: torch.nn.Module | None  # the encoder STEA fuses, when the recipe trains it
+    parts: torch.nn.Module  # the TrainedParts as prepared: wrapped by DDP or DeepSpeed when the launch is
     optimizer: torch.optim.Optimizer
     lr_scheduler: object
     store: AttentionStore | None
@@ -202,19 +200,13 @@ class Session:
     start_step: int = 0
 
     @property
-    def trained(self) -> list[torch.nn.Module]:
-        return [module for module in (self.unet, self.stea, self.fusion) if module is not None]
-
-    @property
     def parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser changes: everything trained, but a LoRA-trained UNet's frozen base."""
-        return trainable_parameters(self.trained)
+        return trainable_parameters(self.parts)
 
     def weights(self) -> dict[str, torch.nn.Module]:
         """What training changed, unwrapped and named as in a PortraitBooth weights folder."""
-        unwrap = self.accelerator.unwrap_model
-        parts = {"unet": unwrap(self.unet), "stea": unwrap(self.stea)}
-        return parts | ({"identity_encoder": unwrap(self.fusion)} if self.fusion is not None else {})
+        return self.accelerator.unwrap_model(self.parts).weights()
 
     @classmethod
     def start(cls, config: TrainConfig, accelerator: Accelerator, output: Path | None = None, resume: str | None = None) -> "Session":
@@ -232,13 +224,13 @@ class Session:
         unet, stea = models.unet.train(), models.stea.train()
         if config.lora_rank:
             add_unet_lora(unet, config, dtype)
-        trained = [unet, stea, *([fusion] if fusion is not None else [])]
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             models.vae.enable_gradient_checkpointing()  # the DIP decode keeps its graph
         store = install_attention_capture(unet, config.ecac_layers) if config.localization_weight > 0 else None
+        parts = TrainedParts(unet, stea, fusion)
         optimizer = optimizer_class(
-            trainable_parameters(trained),
+            trainable_parameters(parts),
             lr=config.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.adam_weight_decay,
@@ -246,8 +238,8 @@ class Session:
             **({} if config.use_8bit_adam else {"foreach": True}),  # one kernel per step for all tensors
         )
         lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps)
-        *trained, optimizer, lr_scheduler = accelerator.prepare(*trained, optimizer, lr_scheduler)
-        unet, stea, fusion = trained[0], trained[1], trained[2] if fusion is not None else None
+        fit_deepspeed(accelerator, config)
+        parts, optimizer, lr_scheduler = accelerator.prepare(parts, optimizer, lr_scheduler)
         register_model_hooks(accelerator)
         start_step = 0
         resume_from = resolve_resume(output, resume) if output is not None else None
@@ -255,7 +247,7 @@ class Session:
             start_step = load_checkpoint(accelerator, resume_from)
             logger.info("Resumed from %s at step %d", resume_from, start_step)
         objective = Objective(models, config, store, dtype)
-        return cls(accelerator, config, models, unet, stea, fusion, optimizer, lr_scheduler, store, dtype, objective, start_step)
+        return cls(accelerator, config, models, parts, optimizer, lr_scheduler, store, dtype, objective, start_step)
 
     def step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """One optimiser step on `batch`; its random draws depend only on (seed, step, rank)."""
@@ -263,7 +255,7 @@ class Session:
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}
         generator = step_generator(self.config.seed, step, accelerator.process_index, accelerator.device)
         with accelerator.autocast():
-            losses = self.objective(self.unet, self.stea, batch, generator, self.fusion)
+            losses = self.objective(self.parts, batch, generator)
         accelerator.backward(losses["total"])
         accelerator.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
         self.optimizer.step()
@@ -272,8 +264,8 @@ class Session:
         return losses
 
 
-def trainable_parameters(modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
-    return [parameter for module in modules for parameter in module.parameters() if parameter.requires_grad]
+def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [parameter for parameter in module.parameters() if parameter.requires_grad]
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -324,6 +316,7 @@ def main(argv: list[str] | None = None) -> Path:
 def train(config: TrainConfig, data: Path, output: Path, resume: str | None = None) -> Path:
     """Train on the prepared set `data` into `output`; returns the final weights' folder."""
     samples = training_samples(data)  # a missing or empty set is said now, before any model is loaded
+    check_deepspeed()
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with="tensorboard",
@@ -355,9 +348,7 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
             accelerator.log(values, step=done)
             progress.set_postfix(loss=f"{values['loss/total']:.4f}")
         if done % config.checkpoint_every == 0 or done == config.max_steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                save_checkpoint(accelerator, output, done, config.keep_checkpoints)
+            save_checkpoint(accelerator, output, done, config.keep_checkpoints)  # every process: DeepSpeed's shards
         if accelerator.is_main_process and config.validation_every and done % config.validation_every == 0:
             if store is not None:
                 store.token_indices = None  # plain SDPA while sampling
@@ -367,8 +358,7 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
             for tracker in accelerator.trackers:
                 if tracker.name == "tensorboard":
                     tracker.writer.add_images("validation", np.stack(images), done, dataformats="NHWC")
-            for module in session.trained:
-                module.train()
+            session.parts.train()
     progress.close()
     accelerator.wait_for_everyone()
     final = output / "final"
