@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -215,7 +216,7 @@ def test_accelerate_config_parses(path):
 
 def test_every_cluster_file_is_there():
     names = {path.name for path in ACCELERATE_CONFIGS}
-    assert names == {"1gpu.yaml", "8gpu_ddp.yaml", "multinode.yaml", "cpu_2proc.yaml"}
+    assert names == {"1gpu.yaml", "8gpu_ddp.yaml", "multinode.yaml", "deepspeed_zero2.yaml", "cpu_2proc.yaml"}
     for script in ("train_multinode.sbatch", "prepare_celebvt_array.sbatch"):
         text = (REPO / "train" / "slurm" / script).read_text()
         assert text.startswith("#!/bin/bash") and "#SBATCH" in text
@@ -238,3 +239,64 @@ def test_launch_with_the_two_process_cpu_config_trains(tmp_path, data):
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "ddp" / "final" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert sorted(path.name for path in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+
+
+def test_launch_with_the_deepspeed_config_asks_for_zero_2_and_the_recipe_sets_batch_and_clipping(monkeypatch):
+    """accelerate's own launch command reads the file up to where it would start the processes; the environment
+    it gives them makes a ZeRO-2 DeepSpeedPlugin, into which the trainer puts the recipe's batch and clipping."""
+    from accelerate.commands import launch
+    from accelerate.utils import DeepSpeedPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    from train.parts import fit_deepspeed
+
+    started = {}
+    monkeypatch.setattr(launch, "deepspeed_launcher", lambda args: started.update(prepare_deepspeed_cmd_env(args)[1]))
+    config_file = str(REPO / "train/accelerate/deepspeed_zero2.yaml")
+    arguments = launch.launch_command_parser().parse_args(["--config_file", config_file, "-m", "train.train"])
+    launch.launch_command(arguments)
+    assert started["ACCELERATE_USE_DEEPSPEED"] == "true" and started["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "2"
+    for name, value in started.items():
+        if name.startswith("ACCELERATE_"):
+            monkeypatch.setenv(name, value)
+    plugin = DeepSpeedPlugin()
+    assert plugin.zero_stage == 2 and plugin.deepspeed_config["zero_optimization"]["stage"] == 2
+    assert plugin.deepspeed_config["zero_optimization"]["offload_optimizer"]["device"] == "none"
+    config = TrainConfig.load(REPO / "train/configs/paper.yaml")
+    fit_deepspeed(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)), config)
+    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == config.batch_size == 2
+    assert plugin.deepspeed_config["gradient_clipping"] == config.max_grad_norm
+
+
+def test_deepspeed_asked_for_but_missing_is_one_line(tmp_path, data, monkeypatch, capsys):
+    from train import parts
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setattr(parts, "is_deepspeed_available", lambda: False)
+    command = ["--config", recipe(tmp_path), "--data", str(data), "--output-dir", str(tmp_path / "run")]
+    assert run_command(train, command, prog="python -m train.train") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "pip install 'portraitbooth[deepspeed]'" in error
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_trains_in_bf16_resumes_exactly_and_saves_fp32(tmp_path, data):
+    """The ZeRO-2 config's whole path (one engine for the trained parts, its checkpoint, resume, final save) in one
+    CPU process: accelerate runs DeepSpeed on a CPU only with one process. Skipped where DeepSpeed is not installed."""
+    pytest.importorskip("deepspeed")
+    config_file = str(REPO / "train/accelerate/deepspeed_zero2.yaml")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file, "--num_processes", "1",
+              "--main_process_port", str(free_port()), "-m", "train.train", "--config",
+              recipe(tmp_path, mixed_precision="bf16"), "--data", str(data)]  # fmt: skip
+    for output, steps, extra in (("straight", "3", []), ("split", "2", []), ("split", "3", ["--resume", "latest"])):
+        done = subprocess.run([*launch, "--output-dir", str(tmp_path / output), "--max-steps", steps, *extra],
+                              capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "Resumed from" in done.stderr + done.stdout
+    assert (tmp_path / "split" / "checkpoints" / "step-000002" / "pytorch_model").is_dir()  # DeepSpeed's own shards
+    for part in ("unet", "stea"):
+        file = Path("final") / part / "diffusion_pytorch_model.safetensors"
+        a, b = load_file(tmp_path / "straight" / file), load_file(tmp_path / "split" / file)
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+        assert {value.dtype for value in a.values()} == {torch.float32}  # the optimizer's fp32, not the bf16 copy

@@ -58,7 +58,9 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
     path = Path(resume)
     complete = (path / "optimizer.bin").is_file() or (path / DEEPSPEED_STATE).is_dir()
     if not _NAME.match(path.name) or not complete:
-        raise DataError(f"{path} is not a complete checkpoint (a step-N folder with optimizer.bin or {DEEPSPEED_STATE}/)")
+        raise DataError(
+            f"{path} is not a complete checkpoint (a step-N folder with optimizer.bin or {DEEPSPEED_STATE}/)"
+        )
     return path
 
 

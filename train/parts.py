@@ -67,3 +67,16 @@ def fit_deepspeed(accelerator: Accelerator, config: TrainConfig) -> None:
     if plugin is not None:
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
         plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm
+
+
+def restore_fp32_weights(accelerator: Accelerator, parts: torch.nn.Module) -> None:
+    """Under DeepSpeed's bf16/fp16 the model holds 16-bit copies of the fp32 weights its optimizer trains; this
+    puts the fp32 ones back into the trained parameters (gathered from every process's ZeRO partition, so every
+    process calls it) for the final save. Without DeepSpeed the trained weights are fp32 already: nothing."""
+    if accelerator.state.deepspeed_plugin is None:
+        return
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    for parameter in parts.parameters():
+        if parameter.requires_grad and (full := safe_get_full_fp32_param(parameter)) is not None:
+            parameter.data = full.detach().to(parameter.device)

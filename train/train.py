@@ -42,7 +42,7 @@ from .config import TrainConfig
 from .dataset import Draw, PortraitDataset, StepBatchSampler, collate, training_samples
 from .losses import decoded_face_embedding, identity_loss, localization_loss, noise_loss, one_step_reverse
 from .memory import adamw_class, add_unet_lora, set_tf32
-from .parts import TrainedParts, check_deepspeed, fit_deepspeed
+from .parts import TrainedParts, check_deepspeed, fit_deepspeed, restore_fp32_weights
 
 logger = logging.getLogger("train")
 
@@ -361,6 +361,7 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
             session.parts.train()
     progress.close()
     accelerator.wait_for_everyone()
+    restore_fp32_weights(accelerator, session.parts)
     final = output / "final"
     if accelerator.is_main_process:
         save_final_weights(final, session.weights())
