@@ -1,7 +1,7 @@
 #!/bin/bash
 # The whole device check in one command, on a machine with one CUDA GPU, in under 8 minutes:
 #     bash benchmarks/gpu_check.sh [OUT]          (default OUT: out/gpu-check)
-# 0. packages: where wheels/ holds wheels (bash benchmarks/gpu_wheels.sh makes it, here, for a machine with no
+# 0. packages: where wheels/ (or $WHEELS) holds wheels (bash benchmarks/gpu_wheels.sh makes it, for a machine with no
 #    network), they are installed into a folder of their own that PYTHONPATH puts first; then every package the
 #    check imports must import, else it stops here with one line naming the missing one;
 # 1. the CUDA tests (python -m pytest -m gpu): fp16 against fp32, offload, tiling, the safety checker in fp16,
@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"
 cat "$OUT/nvidia-smi.txt"
 
 shopt -s nullglob
-wheels=(wheels/*.whl)
+wheels=("${WHEELS:-wheels}"/*.whl)
 if [ ${#wheels[@]} -gt 0 ]; then
   site=${TMPDIR:-/tmp}/portraitbooth-site
   if ! timeout 120 ./python -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \

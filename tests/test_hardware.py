@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -300,3 +301,20 @@ def test_deepspeed_zero2_trains_in_bf16_resumes_exactly_and_saves_fp32(tmp_path,
         a, b = load_file(tmp_path / "straight" / file), load_file(tmp_path / "split" / file)
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
         assert {value.dtype for value in a.values()} == {torch.float32}  # the optimizer's fp32, not the bf16 copy
+
+
+@pytest.mark.slow
+def test_gpu_check_script_on_a_cpu_runs_the_tests_and_ends_with_the_check_s_one_line(tmp_path):
+    """bash benchmarks/gpu_check.sh, as on the GPU machine but here: its packages import, the gpu tests are skipped,
+    the device check says in one line that there is no CUDA GPU, and the script exits with its 2."""
+    environment = dict(os.environ, WHEELS=str(tmp_path / "no-wheels"))  # none to install: this Python has them all
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(REPO / "benchmarks/gpu_check.sh"), str(out)], capture_output=True, text=True,
+                          timeout=600, cwd=REPO, env=environment)  # fmt: skip
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "diffusers 0.42.1" in (out / "packages.txt").read_text()
+    assert " skipped" in (out / "pytest.txt").read_text()
+    check = (out / "benchmark.txt").read_text()
+    assert check.count("\n") == 1
+    assert check.startswith("python -m benchmarks.gpu: error: no CUDA GPU is visible to PyTorch")
+    assert done.stdout.rstrip().endswith("gpu tests: exit 0; device check: exit 2; results in " + str(out))
