@@ -35,8 +35,9 @@ fi
 if ! ./python - >>"$OUT/packages.txt" 2>&1 <<'PY'; then
 import importlib, sys
 found = []
-for name in ("torch", "torchvision", "diffusers", "transformers", "accelerate", "peft", "safetensors", "huggingface_hub",
-             "facenet_pytorch", "cv2", "PIL", "numpy", "scipy", "skimage", "yaml", "regex", "pytest"):
+names = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "peft", "safetensors", "huggingface_hub",
+         "facenet_pytorch", "cv2", "PIL", "numpy", "scipy", "skimage", "yaml", "regex", "pytest")
+for name in names:
     try:
         module = importlib.import_module(name)
     except Exception as error:
