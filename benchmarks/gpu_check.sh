@@ -24,7 +24,7 @@ shopt -s nullglob
 wheels=("${WHEELS:-wheels}"/*.whl)
 if [ ${#wheels[@]} -gt 0 ]; then
   site=${TMPDIR:-/tmp}/portraitbooth-site
-  if ! timeout 120 ./python -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  if ! timeout 60 ./python -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$site" "${wheels[@]}" >"$OUT/packages.txt" 2>&1; then
     echo "gpu_check: error: installing wheels/ failed (see $OUT/packages.txt)" >&2
     exit 1
