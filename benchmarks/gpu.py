@@ -42,7 +42,7 @@ from portrait.errors import PortraitError
 from portrait.files import write_text
 from portrait.loading import BASE_MODEL_ID
 from train.config import TrainConfig
-from train.synthetic import make_synthetic_set
+from benchmarks.synthetic_set import make_synthetic_set
 
 from . import inference, train_step
 

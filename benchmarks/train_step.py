@@ -32,7 +32,7 @@ from portrait.commands import CommandParser, positive_int
 from portrait.commands import run as run_command
 from train.config import TrainConfig
 from train.dataset import PortraitDataset, StepBatchSampler, collate
-from train.synthetic import make_synthetic_set
+from benchmarks.synthetic_set import make_synthetic_set
 from train.train import Session
 
 COMBINATIONS = {

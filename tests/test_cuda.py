@@ -19,7 +19,7 @@ from portrait.engine import ModelSource, load_pipeline
 from portrait.pipeline import PortraitBoothPipeline
 from train.config import TrainConfig
 from train.dataset import Draw, PortraitDataset, collate
-from train.synthetic import make_synthetic_set
+from benchmarks.synthetic_set import make_synthetic_set
 from train.train import Session
 from train.train import main as train
 

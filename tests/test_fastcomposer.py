@@ -273,7 +273,7 @@ def test_training_can_start_from_their_unet(checkpoint):
 
 @pytest.mark.slow
 def test_evaluation_runs_fastcomposer_as_a_baseline(checkpoint, tmp_path, astronaut):
-    from train.evaluate import main as evaluate
+    from evaluation.harness import main as evaluate
 
     subjects = tmp_path / "subjects"
     subjects.mkdir()

@@ -22,7 +22,7 @@ from portrait.commands import run as run_command
 from portrait.pipeline import LORA_FILE, UNET_LORA_FOLDER, PortraitBoothPipeline
 from conftest import CHANGED, SAME, largest_difference
 from train.config import TrainConfig
-from train.synthetic import make_synthetic_set
+from benchmarks.synthetic_set import make_synthetic_set
 from train.train import main as train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from portrait.errors import OptionError
 from portrait.pipeline import PortraitBoothPipeline
 from train.config import TrainConfig
 from train.dataset import NO_TOKEN, Draw, PortraitDataset, StepBatchSampler, collate
-from train.synthetic import make_synthetic_set
+from benchmarks.synthetic_set import make_synthetic_set
 from train.train import Objective, build_models, main, step_generator
 
 REPO = Path(__file__).resolve().parent.parent

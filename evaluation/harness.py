@@ -1,11 +1,11 @@
 """The paper's evaluation, one command per half: generate images, then score them.
 
-    python -m train.evaluate generate --subjects DIR --out RUN [--prompts FILE] [--images-per-prompt N]
+    python -m evaluation.harness generate --subjects DIR --out RUN [--prompts FILE] [--images-per-prompt N]
                                       [--checkpoint W | --baseline sd|untrained|fastcomposer] [--tiny]
-    python -m train.evaluate score --run RUN [--tiny]
+    python -m evaluation.harness score --run RUN [--tiny]
 
 DIR holds one reference photo per subject and `subjects.json` ({"file name": "man" | "woman" | word}).
-The prompt file (default train/eval_prompts.json) maps group names to prompts with a `{subject}`
+The prompt file (default evaluation/prompts.json) maps group names to prompts with a `{subject}`
 placeholder ("multi" prompts use `{subject_a}` and `{subject_b}`). Protocols: single (every subject ×
 every accessory/style/action/context prompt × N images), expression (the 11 emotion words per subject), multi
 (every pair of subjects × the multi prompts; faces matched greedily, a pair scores its worse match).
@@ -46,7 +46,7 @@ from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject
 
 from .metrics import MetricModels, geometric_mean, harmonic_mean, id_p, pair_score
 
-DEFAULT_PROMPTS = Path(__file__).with_name("eval_prompts.json")
+DEFAULT_PROMPTS = Path(__file__).with_name("prompts.json")
 SINGLE_GROUPS = ("accessory", "style", "action", "context")
 PROTOCOLS = ("single", "expression", "multi")
 SCORE_COLUMNS = ("file", "method", "protocol", "group", "subjects", "prompt", "seed", "id_pres", "clip_ti", "id_p",
@@ -240,7 +240,7 @@ def markdown_table(rows: list[dict], run: dict) -> str:
 
 
 def main(argv: list[str] | None = None):
-    parser = CommandParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m evaluation.harness", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate")
     gen.add_argument("--subjects", required=True, type=Path)
@@ -274,4 +274,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main, prog="python -m train.evaluate"))
+    sys.exit(run_command(main, prog="python -m evaluation.harness"))
