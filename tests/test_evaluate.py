@@ -32,7 +32,7 @@ def test_greedy_matching_ties_and_missing_faces():
 
 
 def test_default_prompts_hold_the_papers_four_groups_and_the_pairs():
-    from evaluation.harness import DEFAULT_PROMPTS, SINGLE_GROUPS
+    from evaluation.protocols import DEFAULT_PROMPTS, SINGLE_GROUPS
 
     prompts = json.loads(DEFAULT_PROMPTS.read_text())
     assert SINGLE_GROUPS == ("accessory", "style", "action", "context")
