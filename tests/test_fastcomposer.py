@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CHANGED, SAME, largest_difference, seeded
+from helpers import CHANGED, SAME, largest_difference, seeded
 from fastcomposer_fixture import their_layout, write_checkpoint
 from PIL import ImageOps
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from benchmarks import gpu, train_step
 from portrait.commands import run as run_command
 from portrait.pipeline import LORA_FILE, UNET_LORA_FOLDER, PortraitBoothPipeline
-from conftest import CHANGED, SAME, largest_difference
+from helpers import CHANGED, SAME, largest_difference
 from train.config import TrainConfig
 from benchmarks.synthetic_set import make_synthetic_set
 from train.train import main as train

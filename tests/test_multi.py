@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import CHANGED, largest_difference, seeded
+from helpers import CHANGED, largest_difference, seeded
 from PIL import Image, ImageDraw, ImageOps
 
 from portrait.errors import OptionError, PromptError

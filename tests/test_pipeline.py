@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CHANGED, SAME, as_array, largest_difference, seeded
+from helpers import CHANGED, SAME, as_array, largest_difference, seeded
 from PIL import ImageOps
 
 from portrait.errors import MissingWeightsError, NoFaceError, OptionError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import seeded
+from helpers import seeded
 from gradio_client import Client, handle_file
 
 import portrait.engine

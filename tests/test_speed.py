@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CHANGED, largest_difference, seeded
+from helpers import CHANGED, largest_difference, seeded
 from diffusers import LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 
