@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from portrait.commands import CommandParser, positive_int
+from portrait.defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from portrait.engine import ModelSource, load_pipeline
 from portrait.errors import OptionError, PortraitError
 from portrait.files import atomic_path
@@ -199,10 +200,10 @@ def main(argv: list[str] | None = None):
         help="plain SD, our pipeline with an untrained STEA, or FastComposer's published weights in our pipeline",
     )  # fmt: skip
     gen.add_argument("--identity-model", default="fastcomposer", help="--baseline fastcomposer: its checkpoint (default: the hub's)")
-    gen.add_argument("--base", default="stable-diffusion-v1-5/stable-diffusion-v1-5")
+    gen.add_argument("--base", default=BASE_MODEL_ID)
     gen.add_argument("--protocols", default=",".join(PROTOCOLS))
-    gen.add_argument("--steps", type=positive_int, default=50)
-    gen.add_argument("--guidance", type=float, default=5.0)
+    gen.add_argument("--steps", type=positive_int, default=PAPER_STEPS)
+    gen.add_argument("--guidance", type=float, default=PAPER_GUIDANCE)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--tiny", action="store_true", help="tiny random models, offline")
     gen.add_argument("--weights-dir", type=Path)

@@ -36,9 +36,8 @@ from .demo import DEMO_PREFIX, PHOTO_NOTE, enlarged, example_person
 from .face.analyzer import FaceAnalysis
 from .files import atomic_path
 from .images import load_image
-from .loading import BASE_MODEL_ID
 from .multi import PEOPLE_MODES, Person, PortraitBoothPeoplePipeline, describe_region
-from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
+from .defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
 from .provenance import has_watermark, png_info
 from .runtime import DTYPES, seeded_generators

@@ -16,13 +16,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .defaults import BASE_MODEL_ID, DETECTORS
 from .demo import DEMO_MODEL, check_demo
 from .errors import OptionError
 from .face.analyzer import FaceAnalyzer
 from .fastcomposer import HUB_ID as FASTCOMPOSER_HUB_ID
 from .fastcomposer import LICENCE as FASTCOMPOSER_LICENCE
 from .fastcomposer import is_fastcomposer, load_fastcomposer_pipeline
-from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
+from .loading import WEIGHTS_DIR_ENV
 from .pipeline import PortraitBoothPipeline
 from .presets import PRESETS
 from .runtime import DTYPES, pick_device, pick_dtype
@@ -130,7 +131,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or ./weights)")
     parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when present)")
     parser.add_argument("--dtype", choices=list(DTYPES), default=env("PORTRAIT_DTYPE"), help="default fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
+    parser.add_argument("--detector", choices=DETECTORS, default="auto")
     parser.add_argument("--no-safety-checker", action="store_true", help="research use only: flagged pictures are shown")
     parser.add_argument("--no-watermark", action="store_true", help="research use only: pictures carry no invisible watermark")
 

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import OptionError
+from .defaults import PAPER_GUIDANCE, PAPER_STEPS
 from .pipeline import (
-    PAPER_GUIDANCE,
-    PAPER_STEPS,
     FaceEncoding,
     PortraitBoothPipeline,
     PortraitBoothPipelineOutput,

@@ -28,10 +28,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from .errors import MissingWeightsError, NoFaceError, OptionError
 from .face.analyzer import FaceAnalysis, FaceAnalyzer
 from .identity import ClipImageEncoder, load_identity_encoder
-from .identity.encoder import DEFAULT_IDENTITY_ENCODER, IdentityEncoder
+from .defaults import BASE_MODEL_ID, DEFAULT_IDENTITY_ENCODER, PAPER_GUIDANCE, PAPER_STEPS
+from .identity.encoder import IdentityEncoder
 from .identity.fastcomposer_image import FastComposerImageEncoder
 from .images import ImageInput
-from .loading import BASE_MODEL_ID, resolve_pretrained
+from .loading import resolve_pretrained
 from .prompts import IdentityPrompt, build_identity_prompt, token_index
 from .provenance import watermark_images
 from .postfuse import FastComposerFusion
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 STEA_FOLDER, UNET_FOLDER, ENCODER_FOLDER = "stea", "unet", "identity_encoder"
 # A UNet trained as a LoRA (train/memory.py): diffusers' LoRA file, fused into the base UNet on loading.
 UNET_LORA_FOLDER, LORA_FILE = "unet_lora", "pytorch_lora_weights.safetensors"
-PAPER_STEPS, PAPER_GUIDANCE = 50, 5.0
 MAX_SIDE = 2048  # pixels a side: 16× SD 1.5's native area already; more would take minutes a step and tens of GB
 
 

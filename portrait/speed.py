@@ -16,7 +16,7 @@ from pathlib import Path
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 
 from .errors import MissingWeightsError, OptionError
-from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
+from .defaults import PAPER_GUIDANCE, PAPER_STEPS
 from .weights import LCM_LORA
 
 LCM_LORA_ID = LCM_LORA.repo_id

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from portrait.commands import CommandParser, positive_int
 from portrait.commands import run as run_command
+from portrait.defaults import DEFAULT_IDENTITY_ENCODER, DETECTORS
 from portrait.errors import DataError, MissingWeightsError
 from portrait.face.analyzer import FaceAnalysis, FaceAnalyzer
 from portrait.face.detection import DetectedFace
@@ -65,7 +66,7 @@ class PrepareOptions:
     mask: str = "bisenet"  # "bisenet" (face parsing) or "landmarks" (ellipse; no weights needed)
     detector: str = "auto"
     identity_checkpoint: str | None = None  # enables the same-person check
-    identity_encoder: str = "curricularface_ir101"
+    identity_encoder: str = DEFAULT_IDENTITY_ENCODER
     weights_dir: str | None = None
     captioner: str = "annotation"  # or "module:Class" (train/celebvt_text.py, load_captioner)
 
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=positive_int, help="at most N new videos in this run")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="videos whose frames share one detector batch")
     parser.add_argument("--mask", choices=["bisenet", "landmarks"], default="bisenet")
-    parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
+    parser.add_argument("--detector", choices=DETECTORS, default="auto")
     parser.add_argument("--identity-checkpoint", help="φ checkpoint: enables the same-person check")
     parser.add_argument("--min-face", type=positive_int, default=64)
     parser.add_argument("--seed", type=int, default=0)

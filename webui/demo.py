@@ -16,6 +16,7 @@ import gradio as gr
 import numpy as np
 
 from experiments.drawn_people.world import EXPRESSIONS, Person, all_people, draw_frame
+from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.demo import DEMO_FOLDER, PHOTO_NOTE, DrawnPerson, enlarged, example_people
 from portrait.multi import Person as PersonInPicture
 from portrait.multi import PortraitBoothPeoplePipeline
@@ -114,8 +115,8 @@ class DemoService(PortraitService):
         num_images: int = 1,
         seed: int = 0,
         randomize_seed: bool = True,
-        steps: int = 50,
-        guidance: float = 5.0,
+        steps: int = PAPER_STEPS,
+        guidance: float = PAPER_GUIDANCE,
         new_person_seed: int = 0,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
@@ -139,8 +140,8 @@ class DemoService(PortraitService):
         num_images: int = 1,
         seed: int = 0,
         randomize_seed: bool = True,
-        steps: int = 50,
-        guidance: float = 5.0,
+        steps: int = PAPER_STEPS,
+        guidance: float = PAPER_GUIDANCE,
         new_person_seed_a: int = 0,
         new_person_seed_b: int = 1,
         request: gr.Request | None = None,
@@ -238,6 +239,6 @@ def sampling_controls(service: DemoService) -> dict:
         controls["seed"] = Number(value=0, precision=0, label="Seed")
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
     with gr.Accordion("Advanced", open=False):
-        controls["steps"] = Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
-        controls["guidance"] = Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+        controls["steps"] = Slider(1, service.limits.max_steps, value=PAPER_STEPS, step=1, label="Steps")
+        controls["guidance"] = Slider(1.0, 15.0, value=PAPER_GUIDANCE, step=0.5, label="Guidance scale")
     return controls

@@ -37,6 +37,7 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
 from scipy import stats
 
+from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.face.analyzer import image_to_tensor
 from portrait.multi import Person as PersonInPicture
 from portrait.multi import PortraitBoothPeoplePipeline
@@ -56,8 +57,8 @@ PAIR_MODES = ("regions", "one-pass")
 @dataclass(frozen=True)
 class EvalSettings:
     images_per_prompt: int = 3
-    steps: int = 50
-    guidance: float = 5.0
+    steps: int = PAPER_STEPS
+    guidance: float = PAPER_GUIDANCE
     seed: int = 0
     attention_timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
     pair_images: int = 2  # pictures per (pair of people, left/right order, mode)
