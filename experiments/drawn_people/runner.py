@@ -48,7 +48,6 @@ from pathlib import Path
 import diffusers
 import numpy as np
 import torch
-import yaml
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageDraw
@@ -63,7 +62,7 @@ from portrait.files import atomic_path, write_text
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.presets import build_random_components
-from train.config import TrainConfig
+from train.config import TrainConfig, recipe_changes
 from train.data_format import read_manifest
 from train.dataset import PortraitDataset
 from train.train import train
@@ -144,8 +143,7 @@ def run_overrides(name: str) -> dict:
         return {}
     if name == "no_face":
         return {"text_only_fraction": 1.0}  # no sample ever gets a face feature: the UNet learns from text alone
-    ablation = yaml.safe_load((ABLATIONS / f"ablation_{name}.yaml").read_text())
-    overrides = {key: value for key, value in ablation.items() if key != "base"}
+    overrides = recipe_changes(ABLATIONS / f"ablation_{name}.yaml")
     if "fusion_encoder" in overrides:
         overrides["fusion_encoder"] = CLIP_STAND_IN
     return overrides
