@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 
 from benchmarks import gpu, train_step
 from portrait.commands import run as run_command
-from portrait.pipeline import LORA_FILE, UNET_LORA_FOLDER, PortraitBoothPipeline
+from portrait.pipeline import PortraitBoothPipeline
+from portrait.portrait_weights import LORA_FILE, UNET_LORA_FOLDER
 from helpers import CHANGED, SAME, largest_difference
 from train.config import TrainConfig
 from benchmarks.synthetic_set import make_synthetic_set
