@@ -24,8 +24,8 @@ from pathlib import Path
 import gradio as gr
 
 from portrait.commands import CommandParser, port, positive_int
-from portrait.control import CONTROLS
 from portrait.commands import run as run_command
+from portrait.control import CONTROLS
 from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.demo import DEMO_MODEL, demo_available
 from portrait.engine import TINY, add_model_arguments, demo_settings, identity_model_line, load_engine, model_source
@@ -37,9 +37,9 @@ from portrait.styles import NO_STYLE as NO_TEMPLATE
 from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters
 from webui.demo import DemoService, build_demo_app, demo_banner
-from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.editing import REGIONS, PhotoEdits
 from webui.faces import FACE_TTL_SECONDS
+from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.inputs import Number, Slider
 from webui.previews import InMemoryImage
 from webui.selfies import SelfieChecks

@@ -36,13 +36,13 @@ import diffusers
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from benchmarks.synthetic_set import make_synthetic_set
 from portrait.commands import CommandParser, describe, positive_int
 from portrait.commands import run as run_command
 from portrait.defaults import BASE_MODEL_ID, PAPER_STEPS
 from portrait.errors import PortraitError
 from portrait.files import write_text
 from train.config import TrainConfig
-from benchmarks.synthetic_set import make_synthetic_set
 
 from . import inference, train_step
 

@@ -17,7 +17,6 @@ run adds, not what any server holds once it has served its first visitors.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random

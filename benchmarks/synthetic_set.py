@@ -18,7 +18,6 @@ from portrait.face.alignment import align_faces
 from portrait.face.analyzer import image_to_tensor
 from portrait.face.detection import MTCNNDetector
 from portrait.prompts import build_identity_prompt
-
 from train.data_format import Sample, write_sample
 
 CAPTIONS = ("a photo of a woman in a space suit", "a woman smiling in front of a flag", "a portrait of a woman")

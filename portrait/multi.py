@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import OptionError
 from .defaults import PAPER_GUIDANCE, PAPER_STEPS
+from .errors import OptionError
 from .pipeline import (
     FaceEncoding,
     PortraitBoothPipeline,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 
-from .errors import MissingWeightsError, OptionError
 from .defaults import PAPER_GUIDANCE, PAPER_STEPS
+from .errors import MissingWeightsError, OptionError
 from .weights import LCM_LORA
 
 LCM_LORA_ID = LCM_LORA.repo_id

@@ -15,20 +15,26 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from app_server import REPO, AppServer
 from PIL import Image
 from safetensors.torch import load_file
 from scipy.stats import binom
 
 from experiments.drawn_people.measurer import TraitReader
 from experiments.drawn_people.world import (
-    EXPRESSIONS, TRAITS, Person, aligned_reference, all_people, draw_frame,
+    EXPRESSIONS,
+    TRAITS,
+    Person,
+    aligned_reference,
+    all_people,
+    draw_frame,
 )  # fmt: skip
 from portrait.cli import main
 from portrait.demo import DEMO_FOLDER, DEMO_MODEL, PHOTO_NOTE, DrawnPerson, enlarged, example_people
 from portrait.engine import add_model_arguments, model_source
 from portrait.errors import OptionError
 from portrait.face.analyzer import image_to_tensor
+
+from app_server import REPO, AppServer
 
 PEOPLE = json.loads((DEMO_FOLDER / "people.json").read_text())
 WORLD = SimpleNamespace(**PEOPLE["config"])  # the world as the demo model was trained

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import CHANGED, SAME, largest_difference, seeded
-from fastcomposer_fixture import their_layout, write_checkpoint
 from PIL import ImageOps
 
 from portrait.cli import main as portrait_main
@@ -22,6 +20,9 @@ from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.postfuse import FastComposerFusion
 from portrait.presets import build_random_components
 from portrait.prompts import token_index
+
+from fastcomposer_fixture import their_layout, write_checkpoint
+from helpers import CHANGED, SAME, largest_difference, seeded
 
 PAIR = "a photo of a man img and a woman img at a bar"
 

@@ -10,11 +10,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from benchmarks.synthetic_set import make_synthetic_set
 from portrait.errors import OptionError
 from portrait.pipeline import PortraitBoothPipeline
 from train.config import TrainConfig
 from train.dataset import NO_TOKEN, Draw, PortraitDataset, StepBatchSampler, collate
-from benchmarks.synthetic_set import make_synthetic_set
 from train.train import Objective, build_models, main, step_generator
 
 REPO = Path(__file__).resolve().parent.parent

@@ -30,7 +30,6 @@ from portrait.face.alignment import align_faces
 from portrait.face.analyzer import image_to_tensor
 from portrait.files import write_text
 from portrait.prompts import build_identity_prompt
-
 from train.data_format import MANIFEST, Sample, save_image_atomically, write_sample
 
 SEXES = ("man", "woman")
