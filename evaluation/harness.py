@@ -34,7 +34,7 @@ from portrait.commands import CommandParser, positive_int
 from portrait.defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from portrait.engine import ModelSource, load_pipeline
 from portrait.errors import OptionError, PortraitError
-from portrait.files import atomic_path
+from portrait.files import atomic_path, write_png, write_text
 from portrait.images import load_image
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import PortraitBoothPipeline
@@ -87,7 +87,7 @@ def generate(args: argparse.Namespace) -> Path:
     run_file = out / "run.json"
     if run_file.exists() and json.loads(run_file.read_text()) != run:
         raise OptionError(f"{out} holds a run with other settings; use another --out or delete it")
-    run_file.write_text(json.dumps(run, indent=1))
+    write_text(run_file, json.dumps(run, indent=1))
     todo = [job for job in plan(run) if not (out / job.file).exists()]
     if not todo:
         print(f"all {len(plan(run))} images of {out} exist")
@@ -107,8 +107,7 @@ def generate(args: argparse.Namespace) -> Path:
             image = several(text, people, **common).images[0]
         else:
             image = pipe(text, face=faces[job.subjects[0]], identity_word=placed[0].identity_word, **common).images[0]
-        with atomic_path(out / job.file) as partial:
-            image.save(partial, format="PNG")
+        write_png(out / job.file, image)
     return out
 
 
@@ -135,7 +134,7 @@ def score(args: argparse.Namespace) -> list[dict]:
         writer = csv.DictWriter(handle, fieldnames=SCORE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "table.md").write_text(markdown_table(rows, run))
+    write_text(out / "table.md", markdown_table(rows, run))
     return rows
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from portrait.errors import DataError
-from portrait.files import atomic_path
+from portrait.files import write_png
 
 MANIFEST = "manifest.jsonl"
 
@@ -41,11 +41,6 @@ class Sample:
     meta: dict = dataclasses.field(default_factory=dict)  # provenance: frames, word sources, scores
 
 
-def save_image_atomically(image: Image.Image, path: Path) -> None:
-    with atomic_path(path) as partial:
-        image.save(partial, format="PNG")
-
-
 def write_sample_files(
     root: Path,
     sample: Sample,
@@ -57,7 +52,7 @@ def write_sample_files(
     pictures = ((sample.image, image), (sample.mask, mask), (sample.reference, reference), (sample.person_mask, person_mask))
     for relative, picture in pictures:
         if relative and picture is not None:
-            save_image_atomically(picture, Path(root) / relative)
+            write_png(Path(root) / relative, picture)
 
 
 def append_jsonl(path: Path, row: dict) -> None:

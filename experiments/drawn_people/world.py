@@ -28,9 +28,9 @@ from PIL import Image, ImageDraw
 
 from portrait.face.alignment import align_faces
 from portrait.face.analyzer import image_to_tensor
-from portrait.files import write_text
+from portrait.files import write_png, write_text
 from portrait.prompts import build_identity_prompt
-from train.data_format import MANIFEST, Sample, save_image_atomically, write_sample
+from train.data_format import MANIFEST, Sample, write_sample
 
 SEXES = ("man", "woman")
 HAIR_STYLES = {"man": ("short", "bald", "tall"), "woman": ("long", "bob", "bun")}
@@ -316,7 +316,7 @@ def write_split(root: Path, people: list[Person], split: str, config: DrawnPeopl
                 meta={"person": number, "traits": list(person.traits()), "reference_expression": reference_expression,
                       "reference_frame": f"{number:03d}/{name}.ref-frame.png"},
             )  # fmt: skip
-            save_image_atomically(reference.image, folder / sample.meta["reference_frame"])  # before the manifest line
+            write_png(folder / sample.meta["reference_frame"], reference.image)  # before the manifest line
             write_sample(folder, sample, target.image, target.mask, aligned_reference(reference))
     return folder
 
