@@ -233,15 +233,49 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
     ) -> PortraitBoothPipelineOutput | tuple:
         """Generate portraits of the person in `face_image` (one photo, or several of the same person).
 
-        identity_word: the prompt's word that receives the face (default: the first of the
-            identity words in the prompt; a prompt without it gets "a photo of a <word>, " in front).
-        identity_occurrence: which occurrence of that word, 0-based (default the first).
-        expression: one of the emotion words, written before the identity word.
-        identity_start: fraction of the steps that use the plain text condition before the face
-            is added; higher values follow the prompt more and the face less. Default: the identity
-            model's (0 for PortraitBooth, as the paper; FastComposer's demo α = 0.75 for FastComposer).
-        face: a precomputed `encode_faces` result, instead of `face_image`.
-        Everything else is as in `StableDiffusionPipeline.__call__`.
+        Args:
+            prompt (`str` or `List[str]`):
+                The prompt or prompts; the identity word in each receives the face.
+            face_image (`ImageInput` or `List[ImageInput]`, *optional*):
+                One reference photo, or several of the same person (their identities are averaged).
+            face (`FaceEncoding`, *optional*):
+                A precomputed `encode_faces` result, instead of `face_image`.
+            identity_word (`str`, *optional*):
+                The prompt's word that receives the face. Default: the first identity word in the prompt; a prompt
+                without one gets "a photo of a <word>, " in front.
+            identity_occurrence (`int`, *optional*):
+                Which occurrence of that word, 0-based. Default: the first.
+            expression (`str`, *optional*):
+                One of the emotion words, written before the identity word.
+            identity_start (`float`, *optional*):
+                Fraction of the steps that use the plain text condition before the face is added; higher values
+                follow the prompt more and the face less. Default: the identity model's (0 for PortraitBooth, as
+                the paper; FastComposer's demo α = 0.75 for FastComposer).
+            negative_prompt (`str` or `List[str]`, *optional*):
+                What the unconditional branch steers away from (no face there).
+            num_inference_steps (`int`, defaults to 50):
+                Denoising steps (the paper's 50).
+            guidance_scale (`float`, defaults to 5.0):
+                Classifier-free guidance scale (the paper's 5); 1 or less turns guidance off.
+            num_images_per_prompt (`int`, defaults to 1):
+                Images per prompt.
+            height (`int`, *optional*), width (`int`, *optional*):
+                Size in pixels, multiples of 8 up to 2048. Default: the UNet's native size.
+            generator (`torch.Generator` or `List[torch.Generator]`, *optional*):
+                Seeds the initial noise (one generator per image for per-image seeds).
+            output_type (`str`, defaults to `"pil"`):
+                `"pil"`, `"np"`, `"pt"` or `"latent"`; pictures (not latents) are watermarked when the pipeline is.
+            return_dict (`bool`, defaults to `True`):
+                Return a `PortraitBoothPipelineOutput` rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*), callback_on_step_end_tensor_inputs (`List[str]`):
+                As in `StableDiffusionPipeline.__call__`.
+            **kwargs:
+                Passed to `StableDiffusionPipeline.__call__` (e.g. `latents`, `eta`, `cross_attention_kwargs`).
+
+        Returns:
+            `PortraitBoothPipelineOutput` or `tuple`: the images, the safety checker's flags, and per prompt the
+            placed identity prompt and the analysed reference faces; a tuple `(images, nsfw_content_detected)` when
+            `return_dict` is `False`.
         """
         if identity_start is None:
             identity_start = self.stea.default_identity_start(num_inference_steps)
