@@ -23,16 +23,16 @@ from pathlib import Path
 
 import gradio as gr
 
-from portrait.commands import CommandParser, port, positive_int
-from portrait.commands import run as run_command
 from portrait.control import CONTROLS
 from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.demo import DEMO_MODEL, demo_available
 from portrait.engine import TINY, add_model_arguments, demo_settings, identity_model_line, load_engine, model_source
 from portrait.errors import MissingWeightsError
+from portrait.exits import CommandParser, port, positive_int
+from portrait.exits import run as run_command
 from portrait.images import load_image
 from portrait.prompts import EMOTION_WORDS
-from portrait.speed import LCM_LORA_ID, parse_lora
+from portrait.samplers import LCM_LORA_ID, parse_lora
 from portrait.styles import NO_STYLE as NO_TEMPLATE
 from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters

@@ -37,10 +37,10 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 
 from benchmarks.synthetic_set import make_synthetic_set
-from portrait.commands import CommandParser, describe, positive_int
-from portrait.commands import run as run_command
 from portrait.defaults import BASE_MODEL_ID, PAPER_STEPS
 from portrait.errors import PortraitError
+from portrait.exits import CommandParser, describe, positive_int
+from portrait.exits import run as run_command
 from portrait.files import write_text
 from train.config import TrainConfig
 

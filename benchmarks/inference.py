@@ -30,18 +30,18 @@ from diffusers import ControlNetModel
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageOps
 
-from portrait.commands import CommandParser, describe, positive_int
-from portrait.commands import run as run_command
 from portrait.control import control_map, controlled, load_controlnet
 from portrait.defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from portrait.detailer import FaceDetailer
 from portrait.engine import TINY, ModelSource, load_pipeline
 from portrait.errors import MissingWeightsError, OptionError
 from portrait.examples import example_face
+from portrait.exits import CommandParser, describe, positive_int
+from portrait.exits import run as run_command
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.runtime import pick_device
-from portrait.speed import SAMPLERS, make_scheduler
+from portrait.samplers import SAMPLERS, make_scheduler
 
 OPTIONS = ("fp16", "bf16", "channels_last", "compile", "dpm", "offload", "vae_slicing", "vae_tiling")
 CUDA_ONLY = {"fp16", "offload"}

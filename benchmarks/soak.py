@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
+from portrait.exits import CommandParser, positive_int
+from portrait.exits import run as run_command
 
 from .app_server import AppServer
 

@@ -29,8 +29,8 @@ from diffusers.utils import logging as diffusers_logging
 from torch.utils.data import DataLoader
 
 from benchmarks.synthetic_set import make_synthetic_set
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
+from portrait.exits import CommandParser, positive_int
+from portrait.exits import run as run_command
 from train.config import TrainConfig
 from train.dataset import PortraitDataset, StepBatchSampler, collate
 from train.train import Session

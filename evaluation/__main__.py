@@ -2,7 +2,7 @@
 
 import sys
 
-from portrait.commands import run
+from portrait.exits import run
 
 from .harness import PROG, main
 

@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from portrait.commands import CommandParser, positive_int
 from portrait.defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from portrait.engine import ModelSource, load_pipeline
 from portrait.errors import OptionError, PortraitError
+from portrait.exits import CommandParser, positive_int
 from portrait.files import atomic_path, write_png, write_text
 from portrait.images import load_image
 from portrait.multi import Person, PortraitBoothPeoplePipeline

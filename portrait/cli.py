@@ -13,8 +13,6 @@ from typing import Sequence
 
 from PIL import Image
 
-from .commands import CommandParser
-from .commands import run as run_command
 from .control import CONTROLS, control_map, controlled, load_controlnet
 from .defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from .demo import DEMO_PREFIX, PHOTO_NOTE, enlarged, example_person
@@ -32,6 +30,8 @@ from .engine import (
 )
 from .errors import MissingWeightsError, OptionError, PortraitError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
+from .exits import CommandParser
+from .exits import run as run_command
 from .face.analyzer import FaceAnalysis
 from .fastcomposer import CHECKPOINT_FILE as FASTCOMPOSER_FILE
 from .fastcomposer import NAME as FASTCOMPOSER
@@ -42,7 +42,7 @@ from .prompts import EMOTION_WORDS
 from .provenance import has_watermark, png_info
 from .runtime import DTYPES, seeded_generators
 from .safety import FLAGGED_NOTE
-from .speed import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
+from .samplers import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
 from .styles import ASPECTS, NO_STYLE, canvas_size, style_names, styled
 from .weights_command import add_weights_parser, run_weights
 

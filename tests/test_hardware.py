@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from benchmarks import gpu, train_step
 from benchmarks.synthetic_set import make_synthetic_set
-from portrait.commands import run as run_command
+from portrait.exits import run as run_command
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.portrait_weights import LORA_FILE, UNET_LORA_FOLDER
 from train.config import TrainConfig

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from portrait.commands import one_line
 from portrait.defaults import BASE_MODEL_ID, DEFAULT_IDENTITY_ENCODER, PAPER_STEPS
 from portrait.errors import OptionError
+from portrait.exits import one_line
 from portrait.prompts import EMOTION_WORDS, IDENTITY_WORDS
 from portrait.settings import AT_LEAST_ONE, FRACTION, POSITIVE, Limit, check_fields
 

@@ -38,10 +38,10 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
 from portrait.defaults import DEFAULT_IDENTITY_ENCODER, DETECTORS
 from portrait.errors import DataError, MissingWeightsError
+from portrait.exits import CommandParser, positive_int
+from portrait.exits import run as run_command
 from portrait.face.analyzer import FaceAnalysis, FaceAnalyzer
 from portrait.face.detection import DetectedFace
 from portrait.face.parsing import FaceParser, face_mask_from_labels

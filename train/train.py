@@ -27,9 +27,9 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
 from portrait.engine import ModelSource, load_pipeline
+from portrait.exits import CommandParser, positive_int
+from portrait.exits import run as run_command
 from portrait.fastcomposer import load_fastcomposer_unet
 from portrait.files import write_png, write_text
 from portrait.identity import load_identity_encoder

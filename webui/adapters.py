@@ -15,7 +15,7 @@ from typing import Iterator
 
 from portrait.errors import MissingWeightsError, OptionError
 from portrait.pipeline import PortraitBoothPipeline
-from portrait.speed import Lora, load_loras
+from portrait.samplers import Lora, load_loras
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from portrait.prompts import build_identity_prompt
 from portrait.provenance import provenance_text
 from portrait.runtime import seeded_generators
 from portrait.safety import FLAGGED_NOTE
+from portrait.samplers import SAMPLERS, make_scheduler
 from portrait.selfies import MAX_PHOTOS, encode_checked
-from portrait.speed import SAMPLERS, make_scheduler
 from portrait.styles import ASPECTS, canvas_size, styled
 from portrait.styles import NO_STYLE as NO_TEMPLATE
 

@@ -53,9 +53,9 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
-from portrait.commands import CommandParser, positive_int
 from portrait.engine import ModelSource, load_pipeline
 from portrait.errors import OptionError
+from portrait.exits import CommandParser, positive_int
 from portrait.face.alignment import align_faces
 from portrait.face.analyzer import image_to_tensor
 from portrait.files import atomic_path, write_text

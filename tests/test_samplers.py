@@ -10,7 +10,7 @@ from PIL import Image
 
 from portrait.cli import main
 from portrait.errors import MissingWeightsError, OptionError
-from portrait.speed import Lora, load_loras, make_scheduler, parse_lora
+from portrait.samplers import Lora, load_loras, make_scheduler, parse_lora
 
 from helpers import CHANGED, largest_difference, seeded
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from portrait.commands import DEBUG_ENV, describe, run
 from portrait.errors import MissingWeightsError
+from portrait.exits import DEBUG_ENV, describe, run
 
 REPO = Path(__file__).resolve().parent.parent
 
