@@ -31,8 +31,8 @@ from portrait.errors import MissingWeightsError
 from portrait.exits import CommandParser, port, positive_int
 from portrait.exits import run as run_command
 from portrait.images import load_image
+from portrait.loras import LCM_LORA_ID, parse_lora
 from portrait.prompts import EMOTION_WORDS
-from portrait.samplers import LCM_LORA_ID, parse_lora
 from portrait.styles import NO_STYLE as NO_TEMPLATE
 from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters

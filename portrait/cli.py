@@ -37,12 +37,13 @@ from .fastcomposer import CHECKPOINT_FILE as FASTCOMPOSER_FILE
 from .fastcomposer import NAME as FASTCOMPOSER
 from .files import atomic_path
 from .images import load_image
+from .loras import LCM_LORA_ID, load_loras, parse_lora
 from .multi import PEOPLE_MODES, Person, PortraitBoothPeoplePipeline, describe_region
 from .prompts import EMOTION_WORDS
 from .provenance import has_watermark, png_info
 from .runtime import DTYPES, seeded_generators
 from .safety import FLAGGED_NOTE
-from .samplers import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
+from .samplers import SAMPLERS, make_scheduler
 from .styles import ASPECTS, NO_STYLE, canvas_size, style_names, styled
 from .weights_command import add_weights_parser, run_weights
 

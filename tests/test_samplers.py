@@ -10,7 +10,8 @@ from PIL import Image
 
 from portrait.cli import main
 from portrait.errors import MissingWeightsError, OptionError
-from portrait.samplers import Lora, load_loras, make_scheduler, parse_lora
+from portrait.loras import Lora, load_loras, parse_lora
+from portrait.samplers import make_scheduler
 
 from helpers import CHANGED, largest_difference, seeded
 
