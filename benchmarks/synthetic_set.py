@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from portrait.examples import example_face
 from portrait.face.alignment import align_faces
-from portrait.face.analyzer import image_to_tensor
 from portrait.face.detection import MTCNNDetector
+from portrait.images import image_to_tensor
 from portrait.prompts import build_identity_prompt
 from train.data_format import Sample, write_sample
 

@@ -32,7 +32,7 @@ from portrait.cli import main
 from portrait.demo import DEMO_FOLDER, DEMO_MODEL, PHOTO_NOTE, DrawnPerson, enlarged, example_people
 from portrait.engine import add_model_arguments, model_source
 from portrait.errors import OptionError
-from portrait.face.analyzer import image_to_tensor
+from portrait.images import image_to_tensor
 
 from app_server import REPO, AppServer
 

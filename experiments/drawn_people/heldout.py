@@ -38,7 +38,7 @@ from PIL import Image
 from scipy import stats
 
 from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
-from portrait.face.analyzer import image_to_tensor
+from portrait.images import image_to_tensor
 from portrait.multi import Person as PersonInPicture
 from portrait.multi import PortraitBoothPeoplePipeline
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline

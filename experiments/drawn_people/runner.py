@@ -57,9 +57,9 @@ from portrait.engine import ModelSource, load_pipeline
 from portrait.errors import OptionError
 from portrait.exits import CommandParser, positive_int
 from portrait.face.alignment import align_faces
-from portrait.face.analyzer import image_to_tensor
 from portrait.files import atomic_path, write_text
 from portrait.identity.encoder import IdentityEncoder
+from portrait.images import image_to_tensor
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.presets import build_random_components
 from train.config import TrainConfig, recipe_changes

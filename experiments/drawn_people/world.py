@@ -27,8 +27,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from portrait.face.alignment import align_faces
-from portrait.face.analyzer import image_to_tensor
 from portrait.files import write_png, write_text
+from portrait.images import image_to_tensor
 from portrait.prompts import build_identity_prompt
 from train.data_format import MANIFEST, Sample, write_sample
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..errors import FaceTooSmallError, NoFaceError
-from ..images import ImageInput, load_image, scaled_size
+from ..images import ImageInput, image_to_tensor, load_image, scaled_size
 from .alignment import ARCFACE_SIZE, align_faces
 from .detection import DetectedFace, FaceDetector, load_detector
 from .parsing import FaceParser
@@ -42,11 +42,6 @@ class FaceAnalysis:
     def aligned_image(self) -> Image.Image:
         array = (self.aligned.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         return Image.fromarray(array)
-
-
-def image_to_tensor(image: Image.Image) -> torch.Tensor:
-    """(3, H, W) float tensor in [0, 1] from an RGB image."""
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 class FaceAnalyzer:
