@@ -21,6 +21,7 @@ from PIL import Image
 
 from portrait.errors import DataError
 from portrait.files import write_png
+from portrait.prompts import IdentityPrompt
 
 MANIFEST = "manifest.jsonl"
 
@@ -39,6 +40,26 @@ class Sample:
     expression_span: tuple[int, int] | None = None
     person_mask: str | None = None  # L image, every non-background parsing label (mask ablation)
     meta: dict = dataclasses.field(default_factory=dict)  # provenance: frames, word sources, scores
+
+    @classmethod
+    def of_prompt(
+        cls, id: str, stem: str, prompt: IdentityPrompt, landmarks: list, *, person_mask: bool = False, meta: dict | None = None
+    ) -> Sample:
+        """A sample captioned by `prompt` whose files are `<stem>.png`, `.mask.png`, `.ref.png` (and `.person.png`)."""
+        return cls(
+            id=id,
+            image=f"{stem}.png",
+            mask=f"{stem}.mask.png",
+            reference=f"{stem}.ref.png",
+            caption=prompt.text,
+            identity_word=prompt.identity_word,
+            identity_span=prompt.identity_span,
+            landmarks=landmarks,
+            expression=prompt.expression,
+            expression_span=prompt.expression_span,
+            person_mask=f"{stem}.person.png" if person_mask else None,
+            meta=meta or {},
+        )
 
 
 def write_sample_files(

@@ -39,8 +39,7 @@ from scipy import stats
 
 from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.images import image_to_tensor
-from portrait.multi import Person as PersonInPicture
-from portrait.multi import PortraitBoothPeoplePipeline
+from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 from portrait.prompts import build_subject_prompts
 from portrait.runtime import seeded_generators
@@ -260,7 +259,7 @@ def judge_pairs(
             people_pipe = pipe.with_modules(PortraitBoothPeoplePipeline)
             pictures = people_pipe(
                 prompt,
-                [PersonInPicture(face, person.word, expression) for face, person, expression in zip(faces, (left, right), asked)],
+                [Person(face, person.word, expression) for face, person, expression in zip(faces, (left, right), asked)],
                 height=size, width=2 * size, num_images_per_prompt=len(seeds), generator=seeded_generators(seeds), **sampling,
             ).images  # fmt: skip
         else:
