@@ -134,7 +134,7 @@ def score(args: argparse.Namespace) -> list[dict]:
         writer = csv.DictWriter(handle, fieldnames=SCORE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    write_text(out / "table.md", markdown_table(rows, run))
+    write_text(out / "table.md", scores_table(rows, run))
     return rows
 
 
@@ -159,7 +159,7 @@ def score_image(job: Job, run: dict, metrics: MetricModels, references: dict, ou
     }  # fmt: skip
 
 
-def markdown_table(rows: list[dict], run: dict) -> str:
+def scores_table(rows: list[dict], run: dict) -> str:
     lines = [
         f"Method: {run['method']}" + (f" ({run['checkpoint']})" if run.get("checkpoint") else "")
         + f"; {run['steps']} steps, guidance {run['guidance']}, seed {run['seed']}, {run['images_per_prompt']} image(s) per prompt.",

@@ -307,7 +307,7 @@ def done_clips(out: Path) -> set[str]:
     return kept | {row["clip_id"] for row in read_jsonl(out.glob("skipped*.jsonl"))}
 
 
-def summarize(out: Path) -> dict:
+def write_summary(out: Path) -> dict:
     """Counts over everything in DIR (all shards): kept, skipped by reason, word and emotion histograms."""
     samples = read_manifest(out) if manifest_files(out) else []
     skipped = read_jsonl(out.glob("skipped*.jsonl"))
@@ -355,7 +355,7 @@ def prepare(
             for batch in batches:
                 _record(processor.process(batch), manifest, skipped, bar)
         bar.close()
-    return summarize(out)
+    return write_summary(out)
 
 
 def _record(outcomes: list[Outcome], manifest: Path, skipped: Path, bar) -> None:

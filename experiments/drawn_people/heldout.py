@@ -153,7 +153,7 @@ def per_person(values: np.ndarray, person: np.ndarray, where: np.ndarray | None 
     return [float(values[where & (person == name)].mean()) for name in np.unique(person)]
 
 
-def summarize(judgement: Judgement) -> dict:
+def summarize_single(judgement: Judgement) -> dict:
     """Per-person means of every measure (the unit every statistic uses) and their means over people."""
     j = judgement
     leak_asks = j.asked != j.reference_expression  # asking for the reference's own expression cannot leak

@@ -77,8 +77,8 @@ from .heldout import (
     judge_pairs,
     seed_interval,
     sign_flip_p,
-    summarize,
     summarize_pairs,
+    summarize_single,
 )
 from .measurer import TraitReader, reading_accuracy, train_trait_reader
 from .standins import Schedule, train_autoencoder, train_recognizer
@@ -316,7 +316,7 @@ class Experiment:
         pipe, reader, settings = self.pipeline(name), self.load_measurer(), self.scale.evaluation
         people = heldout_people(self.data / group)
         judgement = generate_and_judge(pipe, people, reader, settings)
-        row = summarize(judgement)
+        row = summarize_single(judgement)
         row["chance"] = chance_levels(people, judgement)
         row["sampler"] = f"{type(pipe.scheduler).__name__}, {settings.steps} steps, guidance {settings.guidance}"
         # Read only for its data settings and ECAC layers: nothing trains (max_steps must still be ≥ 1).
