@@ -7,4 +7,5 @@ BASE_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the paper's bas
 PAPER_STEPS = 50  # the paper's sampler steps
 PAPER_GUIDANCE = 5.0  # the paper's classifier-free guidance scale
 DEFAULT_IDENTITY_ENCODER = "curricularface_ir101"  # φ: the paper's face-recognition network
-DETECTORS = ("auto", "retinaface", "mtcnn")  # auto: RetinaFace when its weights are present, else MTCNN
+DEFAULT_DETECTOR = "auto"  # RetinaFace when its weights are present, else MTCNN
+DETECTORS = (DEFAULT_DETECTOR, "retinaface", "mtcnn")

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .defaults import BASE_MODEL_ID, DETECTORS
+from .defaults import BASE_MODEL_ID, DEFAULT_DETECTOR, DETECTORS
 from .demo import DEMO_MODEL, check_demo
 from .errors import OptionError
 from .face.analyzer import FaceAnalyzer
@@ -88,7 +88,7 @@ class ModelSource:
     identity_model: str | None = None
     safety_checker: bool = True
     watermark: bool = True
-    detector: str = "auto"
+    detector: str = DEFAULT_DETECTOR
     seed: int = 0
     device: str | None = None
     dtype: str | None = None
@@ -178,7 +178,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or ./weights)")
     parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when present)")
     parser.add_argument("--dtype", choices=list(DTYPES), default=env("PORTRAIT_DTYPE"), help="default fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--detector", choices=DETECTORS, default="auto")
+    parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
     parser.add_argument("--no-safety-checker", action="store_true", help="research use only: flagged pictures are shown")
     parser.add_argument("--no-watermark", action="store_true", help="research use only: pictures carry no invisible watermark")
 

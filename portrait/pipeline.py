@@ -27,7 +27,7 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .defaults import PAPER_GUIDANCE, PAPER_STEPS
+from .defaults import DEFAULT_DETECTOR, PAPER_GUIDANCE, PAPER_STEPS
 from .errors import NoFaceError, OptionError
 from .face.analyzer import FaceAnalysis, FaceAnalyzer
 from .identity import ClipImageEncoder
@@ -146,7 +146,7 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
     def _face_analyzer(self) -> FaceAnalyzer:
         if self.face_analyzer is None:
             device = "cuda" if self._execution_device.type == "cuda" else "cpu"
-            self.face_analyzer = FaceAnalyzer.load("auto", device=device)
+            self.face_analyzer = FaceAnalyzer.load(DEFAULT_DETECTOR, device=device)
         return self.face_analyzer
 
     # ------------------------------------------------------------------ conditions

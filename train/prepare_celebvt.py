@@ -38,7 +38,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from portrait.defaults import DEFAULT_IDENTITY_ENCODER, DETECTORS
+from portrait.defaults import DEFAULT_DETECTOR, DEFAULT_IDENTITY_ENCODER, DETECTORS
 from portrait.errors import DataError, MissingWeightsError
 from portrait.exits import CommandParser, positive_int
 from portrait.exits import run as run_command
@@ -64,7 +64,7 @@ class PrepareOptions:
     similar_face_ratio: float = 0.5  # a second face at least this fraction of the largest's area: skip
     same_person_threshold: float = 0.3  # cosine of φ embeddings, target vs reference
     mask: str = "bisenet"  # "bisenet" (face parsing) or "landmarks" (ellipse; no weights needed)
-    detector: str = "auto"
+    detector: str = DEFAULT_DETECTOR
     identity_checkpoint: str | None = None  # enables the same-person check
     identity_encoder: str = DEFAULT_IDENTITY_ENCODER
     weights_dir: str | None = None
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=positive_int, help="at most N new videos in this run")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="videos whose frames share one detector batch")
     parser.add_argument("--mask", choices=["bisenet", "landmarks"], default="bisenet")
-    parser.add_argument("--detector", choices=DETECTORS, default="auto")
+    parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
     parser.add_argument("--identity-checkpoint", help="φ checkpoint: enables the same-person check")
     parser.add_argument("--min-face", type=positive_int, default=64)
     parser.add_argument("--seed", type=int, default=0)

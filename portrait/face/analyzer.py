@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..defaults import DEFAULT_DETECTOR
 from ..errors import FaceTooSmallError, NoFaceError
 from ..images import ImageInput, image_to_tensor, load_image, scaled_size
 from .alignment import ARCFACE_SIZE, align_faces
@@ -56,7 +57,7 @@ class FaceAnalyzer:
     @classmethod
     def load(
         cls,
-        detector: str = "auto",
+        detector: str = DEFAULT_DETECTOR,
         with_parser: bool = False,
         weights_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
