@@ -23,22 +23,23 @@ from pathlib import Path
 
 import gradio as gr
 
-from portrait.commands import CommandParser, port, positive_int
 from portrait.control import CONTROLS
-from portrait.commands import run as run_command
+from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.demo import DEMO_MODEL, demo_available
 from portrait.engine import TINY, add_model_arguments, demo_settings, identity_model_line, load_engine, model_source
 from portrait.errors import MissingWeightsError
+from portrait.exits import CommandParser, port, positive_int
+from portrait.exits import run as run_command
 from portrait.images import load_image
+from portrait.loras import LCM_LORA_ID, parse_lora
 from portrait.prompts import EMOTION_WORDS
-from portrait.speed import LCM_LORA_ID, parse_lora
 from portrait.styles import NO_STYLE as NO_TEMPLATE
 from portrait.styles import style_names
 from webui.adapters import NO_STYLE, Adapters
 from webui.demo import DemoService, build_demo_app, demo_banner
-from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.editing import REGIONS, PhotoEdits
 from webui.faces import FACE_TTL_SECONDS
+from webui.handlers import ASPECTS, CUSTOM_WORD, NO_EXPRESSION, Limits, PortraitService
 from webui.inputs import Number, Slider
 from webui.previews import InMemoryImage
 from webui.selfies import SelfieChecks
@@ -143,8 +144,8 @@ def generation_controls(service: PortraitService, aspect: str) -> dict:
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
     controls["fast"] = gr.Checkbox(value=False, label="Fast (LCM, 6 steps)", visible=adapters.lcm is not None)
     with gr.Accordion("Advanced", open=False):
-        controls["steps"] = Slider(1, limits.max_steps, value=50, step=1, label="Steps")
-        controls["guidance"] = Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+        controls["steps"] = Slider(1, limits.max_steps, value=PAPER_STEPS, step=1, label="Steps")
+        controls["guidance"] = Slider(1.0, 15.0, value=PAPER_GUIDANCE, step=0.5, label="Guidance scale")
         styles = [NO_STYLE, *adapters.styles]
         controls["style"] = gr.Dropdown(styles, value=NO_STYLE, label="Style LoRA", visible=len(styles) > 1)
         controls["detailer"] = gr.Checkbox(value=True, label="Face detailer: re-draw faces smaller than 1/5 of the picture")
@@ -191,8 +192,8 @@ def edit_tab(service: PortraitService) -> None:
                 with gr.Row():
                     controls["seed"] = Number(value=0, precision=0, label="Seed")
                     controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
-                controls["steps"] = Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
-                controls["guidance"] = Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+                controls["steps"] = Slider(1, service.limits.max_steps, value=PAPER_STEPS, step=1, label="Steps")
+                controls["guidance"] = Slider(1.0, 15.0, value=PAPER_GUIDANCE, step=0.5, label="Guidance scale")
             run = gr.Button("Put me in the photo", variant="primary", elem_id="generate_edit")
         with gr.Column():
             gallery = gr.Gallery(label="Edited photos", format="png", columns=1, elem_id="edit_gallery")

@@ -8,9 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 

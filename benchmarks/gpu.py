@@ -36,13 +36,13 @@ import diffusers
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from portrait.commands import CommandParser, describe, positive_int
-from portrait.commands import run as run_command
+from benchmarks.synthetic_set import make_synthetic_set
+from portrait.defaults import BASE_MODEL_ID, PAPER_STEPS
 from portrait.errors import PortraitError
+from portrait.exits import CommandParser, describe, positive_int
+from portrait.exits import run as run_command
 from portrait.files import write_text
-from portrait.loading import BASE_MODEL_ID
 from train.config import TrainConfig
-from train.synthetic import make_synthetic_set
 
 from . import inference, train_step
 
@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="end with the report as one JSON line")
     parser.add_argument("--out", type=Path, help="write gpu.json and gpu.md (the markdown tables) here")
     parser.add_argument("--budget", type=positive_int, default=420, help="seconds; later measurements are skipped")
-    parser.add_argument("--steps", type=positive_int, default=50, help="inference steps (fast mode: 6)")
+    parser.add_argument("--steps", type=positive_int, default=PAPER_STEPS, help="inference steps (fast mode: 6)")
     parser.add_argument("--runs", type=positive_int, default=1, help="timed runs of each request, after one warm-up")
     parser.add_argument("--train-steps", type=positive_int, default=5, help="timed training steps, after 2 warm-ups")
     parser.add_argument("--size", type=positive_int, help="inference and training size (default 512; --tiny 64)")

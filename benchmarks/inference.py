@@ -30,18 +30,18 @@ from diffusers import ControlNetModel
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageOps
 
-from portrait.commands import CommandParser, describe, positive_int
-from portrait.commands import run as run_command
 from portrait.control import control_map, controlled, load_controlnet
+from portrait.defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from portrait.detailer import FaceDetailer
 from portrait.engine import TINY, ModelSource, load_pipeline
 from portrait.errors import MissingWeightsError, OptionError
 from portrait.examples import example_face
-from portrait.loading import BASE_MODEL_ID
+from portrait.exits import CommandParser, describe, positive_int
+from portrait.exits import run as run_command
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.runtime import pick_device
-from portrait.speed import SAMPLERS, make_scheduler
+from portrait.samplers import SAMPLERS, make_scheduler
 
 OPTIONS = ("fp16", "bf16", "channels_last", "compile", "dpm", "offload", "vae_slicing", "vae_tiling")
 CUDA_ONLY = {"fp16", "offload"}
@@ -52,7 +52,7 @@ PROMPT, PAIR_PROMPT = "a photo of a woman in the snow", "a photo of a man and a 
 class Settings:
     steps: int
     size: int
-    guidance: float = 5.0
+    guidance: float = PAPER_GUIDANCE
     seed: int = 0
 
 
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="the tiny preset (default: SD 1.5, real weights when present)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="baseline precision (default fp32)")
-    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--steps", type=positive_int, default=PAPER_STEPS)
     parser.add_argument("--fast-steps", type=positive_int, default=20, help="steps of the faster scheduler option (dpm)")
     parser.add_argument("--size", type=positive_int, help="default: the model's native size (64 tiny, 512 SD 1.5)")
     parser.add_argument("--runs", type=positive_int, default=3, help="timed runs of each mode, alternating")

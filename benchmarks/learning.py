@@ -3,7 +3,7 @@
 import sys
 
 from experiments.drawn_people.runner import PROG, main
-from portrait.commands import run as run_command
+from portrait.exits import run as run_command
 
 if __name__ == "__main__":
     sys.exit(run_command(main, prog=PROG))

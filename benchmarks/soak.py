@@ -17,7 +17,6 @@ run adds, not what any server holds once it has served its first visitors.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random
@@ -33,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
+from portrait.exits import CommandParser, positive_int
+from portrait.exits import run as run_command
 
 from .app_server import AppServer
 

@@ -28,11 +28,11 @@ from accelerate import Accelerator
 from diffusers.utils import logging as diffusers_logging
 from torch.utils.data import DataLoader
 
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
+from benchmarks.synthetic_set import make_synthetic_set
+from portrait.exits import CommandParser, positive_int
+from portrait.exits import run as run_command
 from train.config import TrainConfig
 from train.dataset import PortraitDataset, StepBatchSampler, collate
-from train.synthetic import make_synthetic_set
 from train.train import Session
 
 COMBINATIONS = {

@@ -13,9 +13,9 @@ from typing import Sequence
 
 from PIL import Image
 
-from .commands import CommandParser
-from .commands import run as run_command
 from .control import CONTROLS, control_map, controlled, load_controlnet
+from .defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
+from .demo import DEMO_PREFIX, PHOTO_NOTE, enlarged, example_person
 from .detailer import detail_images
 from .edit import FACE_REGION, INPAINT_STRENGTH, RESTYLE_STRENGTH, edit_photo
 from .engine import (
@@ -30,22 +30,22 @@ from .engine import (
 )
 from .errors import MissingWeightsError, OptionError, PortraitError
 from .examples import EXAMPLE_FACES, EXAMPLE_PREFIX, example_face
+from .exits import CommandParser
+from .exits import run as run_command
+from .face.analyzer import FaceAnalysis
 from .fastcomposer import CHECKPOINT_FILE as FASTCOMPOSER_FILE
 from .fastcomposer import NAME as FASTCOMPOSER
-from .demo import DEMO_PREFIX, PHOTO_NOTE, enlarged, example_person
-from .face.analyzer import FaceAnalysis
 from .files import atomic_path
 from .images import load_image
-from .loading import BASE_MODEL_ID
+from .loras import LCM_LORA_ID, load_loras, parse_lora
 from .multi import PEOPLE_MODES, Person, PortraitBoothPeoplePipeline, describe_region
-from .pipeline import PAPER_GUIDANCE, PAPER_STEPS
 from .prompts import EMOTION_WORDS
 from .provenance import has_watermark, png_info
 from .runtime import DTYPES, seeded_generators
 from .safety import FLAGGED_NOTE
-from .speed import LCM_LORA_ID, SAMPLERS, load_loras, make_scheduler, parse_lora
-from .weights_command import add_weights_parser, run_weights
+from .samplers import SAMPLERS, make_scheduler
 from .styles import ASPECTS, NO_STYLE, canvas_size, style_names, styled
+from .weights_command import add_weights_parser, run_weights
 
 logger = logging.getLogger("portrait")
 

@@ -23,8 +23,9 @@ from PIL import Image
 
 from .errors import InvalidImageError, MissingWeightsError
 from .face.alignment import align_faces
-from .face.analyzer import FaceAnalysis, image_to_tensor
+from .face.analyzer import FaceAnalysis
 from .face.detection import DetectedFace
+from .images import image_to_tensor
 
 DEMO_FOLDER = Path(__file__).resolve().parent.parent / "assets" / "demo"
 DEMO_PREFIX = "demo:"

@@ -22,6 +22,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
 
+from .defaults import PAPER_GUIDANCE
 from .face.detection import DetectedFace
 from .pipeline import FaceEncoding, PortraitBoothPipeline
 from .prompts import IdentityPrompt
@@ -95,7 +96,7 @@ class FaceDetailer:
         *,
         negative_prompt: str | None = None,
         num_inference_steps: int = 30,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = PAPER_GUIDANCE,
         seed: int = 0,
     ) -> tuple[Image.Image, DetailerReport]:
         """`image` with its small faces re-drawn, and what was done.

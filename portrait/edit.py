@@ -19,6 +19,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 from PIL import Image
 
+from .defaults import PAPER_GUIDANCE, PAPER_STEPS
 from .errors import NoFaceError, OptionError
 from .multi import region_mask
 from .pipeline import FaceEncoding, PortraitBoothPipeline, PortraitBoothPipelineOutput, check_sampling
@@ -62,8 +63,8 @@ def edit_photo(
     identity_word: str | None = None,
     expression: str | None = None,
     negative_prompt: str | None = None,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 5.0,
+    num_inference_steps: int = PAPER_STEPS,
+    guidance_scale: float = PAPER_GUIDANCE,
     num_images_per_prompt: int = 1,
     generator: torch.Generator | list[torch.Generator] | None = None,
     callback_on_step_end: Callable | None = None,

@@ -16,13 +16,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .defaults import BASE_MODEL_ID, DEFAULT_DETECTOR, DETECTORS
 from .demo import DEMO_MODEL, check_demo
 from .errors import OptionError
 from .face.analyzer import FaceAnalyzer
 from .fastcomposer import HUB_ID as FASTCOMPOSER_HUB_ID
 from .fastcomposer import LICENCE as FASTCOMPOSER_LICENCE
 from .fastcomposer import is_fastcomposer, load_fastcomposer_pipeline
-from .loading import BASE_MODEL_ID, WEIGHTS_DIR_ENV
+from .loading import WEIGHTS_DIR_ENV
 from .pipeline import PortraitBoothPipeline
 from .presets import PRESETS
 from .runtime import DTYPES, pick_device, pick_dtype
@@ -43,20 +44,54 @@ DEMO_NOTICE = (
 
 @dataclass(frozen=True)
 class ModelSource:
-    base: str = BASE_MODEL_ID  # hub id, diffusers folder, saved PortraitBooth folder, or a preset name
-    portrait_weights: Path | None = None  # trained STEA (and UNet): a folder with stea/ (unet/)
-    identity_encoder: str | None = None  # φ's architecture for a plain SD base (default: what the STEA names)
-    feature_layer: str | None = None  # which φ feature an untrained STEA fuses (trained weights name their own)
-    identity_checkpoint: Path | None = None  # φ's third-party state dict (default: the weights folder's file)
-    weights_dir: Path | None = None  # third-party weight files (default $PORTRAIT_WEIGHTS_DIR or ./weights)
-    untrained_stea: bool = False  # a zero-residual STEA, whatever the weights hold: plain Stable Diffusion
-    identity_model: str | None = None  # FastComposer instead of PortraitBooth: `fastcomposer` (hub), its .bin, or a converted folder
-    safety_checker: bool = True  # SD 1.5's safety checker (portrait/safety.py); off for research use only
-    watermark: bool = True  # an invisible watermark in every picture (portrait/provenance.py); off for research only
-    detector: str = "auto"  # face detector of `load_engine`: auto, retinaface or mtcnn
-    seed: int = 0  # a preset's random weights
-    device: str | None = None  # default: CUDA when present
-    dtype: str | None = None  # default: fp16 on CUDA, fp32 on the CPU
+    """Where every model of a pipeline comes from; `load_pipeline` builds what it describes.
+
+    Args:
+        base (`str`, defaults to SD 1.5's hub id):
+            A hub id, a diffusers folder (plain Stable Diffusion or a saved PortraitBooth pipeline), or a
+            random-weight preset name (`tiny`, `drawn`, `sd15`).
+        portrait_weights (`Path`, *optional*):
+            Trained PortraitBooth weights: a folder with `stea/` (and `unet/` or `unet_lora/`).
+        identity_encoder (`str`, *optional*):
+            φ's architecture for a plain SD base. Default: what the STEA names.
+        feature_layer (`str`, *optional*):
+            Which φ feature an untrained STEA fuses (trained weights name their own).
+        identity_checkpoint (`Path`, *optional*):
+            φ's third-party state dict. Default: the weights folder's file.
+        weights_dir (`Path`, *optional*):
+            Third-party weight files. Default: `$PORTRAIT_WEIGHTS_DIR`, else `./weights`.
+        untrained_stea (`bool`, defaults to `False`):
+            A zero-residual STEA, whatever the weights hold: exactly plain Stable Diffusion.
+        identity_model (`str`, *optional*):
+            FastComposer instead of PortraitBooth: `fastcomposer` (the hub's), its `.bin`, or a converted folder.
+        safety_checker (`bool`, defaults to `True`):
+            SD 1.5's safety checker (portrait/safety.py); off for research use only.
+        watermark (`bool`, defaults to `True`):
+            An invisible watermark in every picture (portrait/provenance.py); off for research use only.
+        detector (`str`, defaults to `"auto"`):
+            The face detector of `load_engine`: `auto`, `retinaface` or `mtcnn`.
+        seed (`int`, defaults to 0):
+            A preset's random weights.
+        device (`str`, *optional*):
+            Default: CUDA when present, else the CPU.
+        dtype (`str`, *optional*):
+            Default: fp16 on CUDA, fp32 on the CPU.
+    """
+
+    base: str = BASE_MODEL_ID
+    portrait_weights: Path | None = None
+    identity_encoder: str | None = None
+    feature_layer: str | None = None
+    identity_checkpoint: Path | None = None
+    weights_dir: Path | None = None
+    untrained_stea: bool = False
+    identity_model: str | None = None
+    safety_checker: bool = True
+    watermark: bool = True
+    detector: str = DEFAULT_DETECTOR
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
 
     @property
     def is_preset(self) -> bool:
@@ -64,7 +99,20 @@ class ModelSource:
 
 
 def load_pipeline(source: ModelSource) -> PortraitBoothPipeline:
-    """The pipeline `source` describes, on its device and in its precision (the safety checker's included)."""
+    """The pipeline `source` describes, on its device and in its precision (the safety checker's included).
+
+    Args:
+        source (`ModelSource`):
+            Where the base, the PortraitBooth (or FastComposer) weights, φ and the safety checker come from.
+
+    Returns:
+        `PortraitBoothPipeline`: with the safety checker and watermark `source` asks for; without a face analyser
+        (`load_engine` adds one).
+
+    Raises:
+        `MissingWeightsError`: a model file is not on this machine (the message names it and where it goes).
+        `OptionError`: settings that cannot go together (FastComposer with PortraitBooth weights).
+    """
     if source.feature_layer is not None and not source.untrained_stea:
         raise ValueError("feature_layer chooses what a new, untrained STEA fuses; trained weights name their own")
     device = pick_device(source.device)
@@ -130,7 +178,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or ./weights)")
     parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when present)")
     parser.add_argument("--dtype", choices=list(DTYPES), default=env("PORTRAIT_DTYPE"), help="default fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
+    parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
     parser.add_argument("--no-safety-checker", action="store_true", help="research use only: flagged pictures are shown")
     parser.add_argument("--no-watermark", action="store_true", help="research use only: pictures carry no invisible watermark")
 

@@ -210,7 +210,7 @@ def _split(state: dict[str, torch.Tensor], modules: dict, report: LoadReport, so
         pieces[slot][inner + key[len(prefix) :]] = value
     missing, unexpected, shapes = [], unknown, []
     for prefix, (slot, inner, _) in groups_here.items():
-        found = _misfits(pieces[slot], modules[slot].state_dict(), lambda name: prefix + name[len(inner) :])
+        found = _misfits(pieces[slot], modules[slot].state_dict(), lambda name, prefix=prefix, inner=inner: prefix + name[len(inner) :])
         missing, unexpected, shapes = missing + found[0], unexpected + found[1], shapes + found[2]
     _refuse_misfits(source, missing, unexpected, shapes)
     return pieces

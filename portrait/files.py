@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from PIL import Image
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -33,6 +35,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(partial, path)
     finally:
         _remove(partial)
+
+
+def write_png(path: str | os.PathLike, image: Image.Image) -> Path:
+    with atomic_path(path) as partial:
+        image.save(partial, format="PNG")
+    return Path(path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

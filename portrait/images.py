@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Union
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import InvalidImageError
@@ -159,3 +160,8 @@ def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
     else:
         top = 255.0
     return np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) float tensor in [0, 1] from an RGB image."""
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()

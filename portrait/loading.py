@@ -22,12 +22,11 @@ from .download import download
 from .errors import MissingWeightsError
 from .weights import FACEXLIB_WEIGHTS, SD15, HubModel, WeightFile
 
-__all__ = ["BASE_MODEL_FILES", "BASE_MODEL_ID", "FACEXLIB_WEIGHTS", "WeightFile"]  # re-exported from the registry
+__all__ = ["BASE_MODEL_FILES", "FACEXLIB_WEIGHTS", "WeightFile"]  # re-exported from the registry
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR_ENV = "PORTRAIT_WEIGHTS_DIR"
-BASE_MODEL_ID = SD15.repo_id
 BASE_MODEL_FILES = SD15.required
 
 

@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .defaults import PAPER_GUIDANCE, PAPER_STEPS
 from .errors import OptionError
 from .pipeline import (
-    PAPER_GUIDANCE,
-    PAPER_STEPS,
     FaceEncoding,
     PortraitBoothPipeline,
     PortraitBoothPipelineOutput,
@@ -148,15 +147,35 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         """One picture of several people; `output.prompts[i]` (and in regions mode `output.regions[i]`) say
         where person i went.
 
-        people_mode: `one-pass` (every face in one prompt, one UNet pass per step) or `regions`
-            (MultiDiffusion); default: the identity model's (regions for PortraitBooth, one-pass for FastComposer).
-            Regions, split, overlap and scene_weight only matter in regions mode.
+        Args:
+            prompt (`str`):
+                The scene, naming each person by an identity word ("a man and a woman in front of a bar").
+            people (`List[Person]`):
+                Each with a face encoding, and optionally an identity word, an expression and a region (a box in
+                canvas fractions or a mask; regions mode only).
+            negative_prompt (`str`, *optional*):
+                What the unconditional branch steers away from.
+            num_inference_steps (`int`, defaults to 50), guidance_scale (`float`, defaults to 5.0):
+                As in `PortraitBoothPipeline.__call__` (the paper's settings).
+            num_images_per_prompt (`int`, defaults to 1), height (`int`, *optional*), width (`int`, *optional*),
+            generator (`torch.Generator` or `List[torch.Generator]`, *optional*), output_type (`str`, defaults to
+            `"pil"`), return_dict (`bool`, defaults to `True`), callback_on_step_end (`Callable`, *optional*),
+            callback_on_step_end_tensor_inputs (`List[str]`):
+                As in `PortraitBoothPipeline.__call__`.
+            identity_start (`float`, *optional*):
+                Fraction of the steps before the faces are added. Default: the identity model's.
+            people_mode (`str`, *optional*):
+                `"one-pass"` (every face in one prompt, one UNet pass per step) or `"regions"` (MultiDiffusion).
+                Default: the identity model's (regions for PortraitBooth, one-pass for FastComposer).
+            scene_weight (`float`, defaults to 0.3):
+                Regions mode: the weight of the scene branch (the whole prompt with every face) everywhere.
+            split (`float`, defaults to 0.5), overlap (`float`, defaults to 0.1):
+                Regions mode: default regions are side-by-side strips split at `split` (a fraction of the width)
+                with a soft border `overlap` wide.
 
-        people: each with a face encoding, and optionally an identity word, an expression and a
-            region (a box in canvas fractions or a mask); default regions are side-by-side strips
-            split at `split` with a soft border `overlap` wide.
-        scene_weight: the weight of the scene branch (the whole prompt with every face) everywhere.
-        Everything else is as in `PortraitBoothPipeline.__call__`.
+        Returns:
+            `PortraitBoothPipelineOutput` or `tuple`: as `PortraitBoothPipeline.__call__`, with one placed prompt
+            per person, and each person's weight mask in `regions` (regions mode).
         """
         people_mode = people_mode or self.stea.default_people_mode
         if people_mode not in PEOPLE_MODES:

@@ -9,41 +9,39 @@ negative) prompt without a face.
 
 from __future__ import annotations
 
-import copy as pycopy
-import json
 import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DiffusionPipeline, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .errors import MissingWeightsError, NoFaceError, OptionError
+from .defaults import DEFAULT_DETECTOR, PAPER_GUIDANCE, PAPER_STEPS
+from .errors import NoFaceError, OptionError
 from .face.analyzer import FaceAnalysis, FaceAnalyzer
-from .identity import ClipImageEncoder, load_identity_encoder
-from .identity.encoder import DEFAULT_IDENTITY_ENCODER, IdentityEncoder
+from .identity import ClipImageEncoder
+from .identity.encoder import IdentityEncoder
 from .identity.fastcomposer_image import FastComposerImageEncoder
 from .images import ImageInput
-from .loading import BASE_MODEL_ID, resolve_pretrained
+from .portrait_weights import PortraitWeightsMixin
+from .postfuse import FastComposerFusion
 from .prompts import IdentityPrompt, build_identity_prompt, token_index
 from .provenance import watermark_images
-from .postfuse import FastComposerFusion
 from .stea import STEA
 
 logger = logging.getLogger(__name__)
 
-# Files a PortraitBooth weights folder holds (written by `save_portrait_weights` and `save_pretrained`).
-STEA_FOLDER, UNET_FOLDER, ENCODER_FOLDER = "stea", "unet", "identity_encoder"
-# A UNet trained as a LoRA (train/memory.py): diffusers' LoRA file, fused into the base UNet on loading.
-UNET_LORA_FOLDER, LORA_FILE = "unet_lora", "pytorch_lora_weights.safetensors"
-PAPER_STEPS, PAPER_GUIDANCE = 50, 5.0
 MAX_SIDE = 2048  # pixels a side: 16× SD 1.5's native area already; more would take minutes a step and tens of GB
 
 
@@ -65,7 +63,7 @@ class PortraitBoothPipelineOutput(BaseOutput):
     regions: list[np.ndarray] | None = None  # several people: each person's (H, W) weight mask
 
 
-class PortraitBoothPipeline(StableDiffusionPipeline):
+class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->identity_encoder->stea->unet->vae"
 
     def __init__(
@@ -98,50 +96,6 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         self.face_analyzer: FaceAnalyzer | None = None  # built on first use unless set
         self.watermark = False  # mark every picture as generated (portrait/provenance.py); the loader turns it on
 
-    # ------------------------------------------------------------------ loading and saving
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike = BASE_MODEL_ID,
-        portrait_weights: str | os.PathLike | None = None,
-        identity_encoder_name: str | None = None,
-        identity_checkpoint: str | os.PathLike | None = None,
-        weights_dir: str | os.PathLike | None = None,
-        **kwargs,
-    ) -> "PortraitBoothPipeline":
-        """Load a base Stable Diffusion (hub id or folder) or a saved PortraitBooth pipeline.
-
-        portrait_weights: folder with `stea/` (and usually `unet/`), as written by training or by
-            `save_portrait_weights`/`save_pretrained`. Without it, a plain SD base gets an untrained
-            STEA, which leaves every image exactly as plain Stable Diffusion would make it.
-        identity_encoder_name: φ's architecture for an untrained STEA on a plain SD base (default
-            CurricularFace IR-101); trained weights name their own.
-        identity_checkpoint: φ's third-party state dict; default the architecture's file in the weights folder.
-        Other keyword arguments go to `DiffusionPipeline.from_pretrained` (dtype, scheduler, ...).
-        """
-        base = resolve_pretrained(pretrained_model_name_or_path, "Base model")
-        is_portrait_folder = (base / STEA_FOLDER).is_dir()
-        dtype = kwargs.get("dtype")
-        if portrait_weights is not None:
-            kwargs = {**portrait_modules(Path(portrait_weights), dtype), **kwargs}
-        if not is_portrait_folder:
-            if "stea" not in kwargs:  # built only when no trained one came
-                kwargs["stea"] = _untrained_stea(base, identity_encoder_name or DEFAULT_IDENTITY_ENCODER)
-            kwargs.setdefault("safety_checker", None)  # not part of the paper's recipe; not downloaded
-            kwargs.setdefault("feature_extractor", None)
-            kwargs.setdefault("requires_safety_checker", False)
-        if "stea" in kwargs and "identity_encoder" not in kwargs:
-            folder = base / ENCODER_FOLDER if is_portrait_folder else None
-            kwargs["identity_encoder"] = _identity_encoder_for(kwargs["stea"], folder, identity_checkpoint, weights_dir, dtype)
-        pipe = super().from_pretrained(base, **kwargs)
-        if portrait_weights is not None and (Path(portrait_weights) / UNET_LORA_FOLDER).is_dir():
-            fuse_unet_lora(pipe.unet, Path(portrait_weights))  # a UNet of its own, just loaded
-        if not is_portrait_folder and "scheduler" not in kwargs:
-            pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-        if not pipe.stea.is_trained:
-            logger.warning("STEA is untrained: images will not carry the reference identity (plain Stable Diffusion).")
-        return pipe
-
     @classmethod
     def from_random_preset(cls, preset: str = "tiny", seed: int = 0) -> "PortraitBoothPipeline":
         """The whole pipeline with random weights (see `portrait.presets`): `tiny` runs offline on a CPU."""
@@ -171,28 +125,6 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return pipe
 
-    def with_portrait_weights(self, folder: str | os.PathLike) -> "PortraitBoothPipeline":
-        """These modules with trained STEA (and UNet) weights from `folder`, φ set to the feature STEA fuses."""
-        modules = portrait_modules(Path(folder), self.unet.dtype)
-        if (Path(folder) / UNET_LORA_FOLDER).is_dir():  # fused into a copy: this pipeline's UNet stays as it is
-            modules["unet"] = fuse_unet_lora(modules.get("unet") or pycopy.deepcopy(self.unet), Path(folder))
-        if "identity_encoder" not in modules:
-            stea = modules["stea"]
-            modules["identity_encoder"] = _matching(self.identity_encoder, stea) or _identity_encoder_for(stea, None, None, None, None)
-        return self.with_modules(**modules).to(self.device)
-
-    def with_untrained_stea(self, feature_layer: str | None = None) -> "PortraitBoothPipeline":
-        """A zero-residual STEA (exactly plain Stable Diffusion) fusing φ's `feature_layer` (default: as now)."""
-        encoder = _with_feature_layer(self.identity_encoder, feature_layer or self.stea.config.feature_layer)
-        stea = STEA.from_config(self.stea.config, identity_dim=encoder.feature_dim, feature_layer=encoder.config.feature_layer)
-        return self.with_modules(stea=stea.to(self.device, self.stea.dtype), identity_encoder=encoder)
-
-    def save_portrait_weights(self, folder: str | os.PathLike) -> None:
-        """Write what PortraitBooth training changes (UNet and STEA), as safetensors with their configs."""
-        folder = Path(folder)
-        self.unet.save_pretrained(folder / UNET_FOLDER)
-        self.stea.save_pretrained(folder / STEA_FOLDER)
-
     # ------------------------------------------------------------------ faces
     def encode_faces(self, faces: ImageInput | FaceAnalysis | Sequence[ImageInput | FaceAnalysis]) -> FaceEncoding:
         """Identity of one person from one photo or several; several photos are averaged."""
@@ -214,7 +146,7 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
     def _face_analyzer(self) -> FaceAnalyzer:
         if self.face_analyzer is None:
             device = "cuda" if self._execution_device.type == "cuda" else "cpu"
-            self.face_analyzer = FaceAnalyzer.load("auto", device=device)
+            self.face_analyzer = FaceAnalyzer.load(DEFAULT_DETECTOR, device=device)
         return self.face_analyzer
 
     # ------------------------------------------------------------------ conditions
@@ -301,15 +233,49 @@ class PortraitBoothPipeline(StableDiffusionPipeline):
     ) -> PortraitBoothPipelineOutput | tuple:
         """Generate portraits of the person in `face_image` (one photo, or several of the same person).
 
-        identity_word: the prompt's word that receives the face (default: the first of the
-            identity words in the prompt; a prompt without it gets "a photo of a <word>, " in front).
-        identity_occurrence: which occurrence of that word, 0-based (default the first).
-        expression: one of the emotion words, written before the identity word.
-        identity_start: fraction of the steps that use the plain text condition before the face
-            is added; higher values follow the prompt more and the face less. Default: the identity
-            model's (0 for PortraitBooth, as the paper; FastComposer's demo α = 0.75 for FastComposer).
-        face: a precomputed `encode_faces` result, instead of `face_image`.
-        Everything else is as in `StableDiffusionPipeline.__call__`.
+        Args:
+            prompt (`str` or `List[str]`):
+                The prompt or prompts; the identity word in each receives the face.
+            face_image (`ImageInput` or `List[ImageInput]`, *optional*):
+                One reference photo, or several of the same person (their identities are averaged).
+            face (`FaceEncoding`, *optional*):
+                A precomputed `encode_faces` result, instead of `face_image`.
+            identity_word (`str`, *optional*):
+                The prompt's word that receives the face. Default: the first identity word in the prompt; a prompt
+                without one gets "a photo of a <word>, " in front.
+            identity_occurrence (`int`, *optional*):
+                Which occurrence of that word, 0-based. Default: the first.
+            expression (`str`, *optional*):
+                One of the emotion words, written before the identity word.
+            identity_start (`float`, *optional*):
+                Fraction of the steps that use the plain text condition before the face is added; higher values
+                follow the prompt more and the face less. Default: the identity model's (0 for PortraitBooth, as
+                the paper; FastComposer's demo α = 0.75 for FastComposer).
+            negative_prompt (`str` or `List[str]`, *optional*):
+                What the unconditional branch steers away from (no face there).
+            num_inference_steps (`int`, defaults to 50):
+                Denoising steps (the paper's 50).
+            guidance_scale (`float`, defaults to 5.0):
+                Classifier-free guidance scale (the paper's 5); 1 or less turns guidance off.
+            num_images_per_prompt (`int`, defaults to 1):
+                Images per prompt.
+            height (`int`, *optional*), width (`int`, *optional*):
+                Size in pixels, multiples of 8 up to 2048. Default: the UNet's native size.
+            generator (`torch.Generator` or `List[torch.Generator]`, *optional*):
+                Seeds the initial noise (one generator per image for per-image seeds).
+            output_type (`str`, defaults to `"pil"`):
+                `"pil"`, `"np"`, `"pt"` or `"latent"`; pictures (not latents) are watermarked when the pipeline is.
+            return_dict (`bool`, defaults to `True`):
+                Return a `PortraitBoothPipelineOutput` rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*), callback_on_step_end_tensor_inputs (`List[str]`):
+                As in `StableDiffusionPipeline.__call__`.
+            **kwargs:
+                Passed to `StableDiffusionPipeline.__call__` (e.g. `latents`, `eta`, `cross_attention_kwargs`).
+
+        Returns:
+            `PortraitBoothPipelineOutput` or `tuple`: the images, the safety checker's flags, and per prompt the
+            placed identity prompt and the analysed reference faces; a tuple `(images, nsfw_content_detected)` when
+            `return_dict` is `False`.
         """
         if identity_start is None:
             identity_start = self.stea.default_identity_start(num_inference_steps)
@@ -407,74 +373,6 @@ def _with_identity_switch(
         return outputs
 
     return callback, list(dict.fromkeys(user_inputs + ["prompt_embeds"]))
-
-
-def portrait_modules(folder: Path, dtype: torch.dtype | None = None) -> dict:
-    """The trained STEA of a PortraitBooth weights folder, and its UNet and fused encoder when it holds them
-    (the encoder only when training changed it, as the w/o-STEA ablation's CLIP)."""
-    if not (folder / STEA_FOLDER).is_dir():
-        raise MissingWeightsError(f"{folder} holds no {STEA_FOLDER}/ folder: not PortraitBooth weights")
-    modules = {"stea": STEA.from_pretrained(folder / STEA_FOLDER, dtype=dtype)}
-    if (folder / UNET_FOLDER).is_dir():
-        modules["unet"] = UNet2DConditionModel.from_pretrained(folder / UNET_FOLDER, dtype=dtype)
-    if (folder / ENCODER_FOLDER).is_dir():
-        modules["identity_encoder"] = _saved_encoder(folder / ENCODER_FOLDER, dtype)
-    return modules
-
-
-def fuse_unet_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
-    """`unet` with the LoRA of `folder/unet_lora/` fused into its weights (changed in place, returned)."""
-    try:
-        unet.load_lora_adapter(str(folder / UNET_LORA_FOLDER), weight_name=LORA_FILE, prefix="unet", adapter_name="portraitbooth")
-    except (OSError, ValueError, RuntimeError) as error:
-        raise MissingWeightsError(f"{folder / UNET_LORA_FOLDER} holds no LoRA for this UNet: {error}") from None
-    unet.fuse_lora(adapter_names=["portraitbooth"])
-    unet.unload_lora()  # the fused weights stay; the LoRA layers go, so it is a plain UNet again
-    return unet
-
-
-def _saved_encoder(folder: Path, dtype: torch.dtype | None) -> IdentityEncoder | ClipImageEncoder:
-    """A saved encoder folder, loaded as the class it was saved from (φ or the trained CLIP)."""
-    kind = json.loads((folder / "config.json").read_text())["_class_name"]
-    encoder_class = {"IdentityEncoder": IdentityEncoder, "ClipImageEncoder": ClipImageEncoder, "FastComposerImageEncoder": FastComposerImageEncoder}[kind]
-    return encoder_class.from_pretrained(folder, dtype=dtype).eval()
-
-
-def _identity_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype) -> IdentityEncoder | ClipImageEncoder:
-    """The encoder `stea` was trained with: the saved pipeline's own φ (`folder`) when it is that
-    architecture, else loaded by its name (third-party checkpoint, or CLIP); set to the feature STEA fuses."""
-    config = stea.config
-    if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.identity_encoder:
-        return _matching(_saved_encoder(folder, dtype), stea)
-    encoder = load_identity_encoder(config.identity_encoder, config.feature_layer, checkpoint, weights_dir)
-    return encoder.to(dtype) if dtype else encoder
-
-
-def _matching(encoder, stea: STEA):
-    """`encoder` giving the feature `stea` fuses, when it is the architecture `stea` was trained with; else None."""
-    if encoder.config.architecture != stea.config.identity_encoder:
-        return None
-    return _with_feature_layer(encoder, stea.config.feature_layer)
-
-
-def _with_feature_layer(encoder, layer: str):
-    """`encoder` (sharing its weights) giving `layer` as its STEA feature; CLIP features have one layer only."""
-    if not isinstance(encoder, IdentityEncoder) or encoder.config.feature_layer == layer:
-        return encoder
-    copy = pycopy.copy(encoder)  # its own config; the parameters stay shared
-    copy.register_to_config(feature_layer=layer)
-    return copy
-
-
-def _untrained_stea(base: Path, identity_encoder: str) -> STEA:
-    """A zero-residual STEA sized for the base model's text encoder and `identity_encoder`'s default feature."""
-    from transformers import CLIPTextConfig
-
-    from .identity.encoder import IDENTITY_ENCODERS
-
-    text_dim = CLIPTextConfig.from_pretrained(base / "text_encoder").hidden_size
-    preset = IDENTITY_ENCODERS[identity_encoder]
-    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim, identity_encoder=identity_encoder)
 
 
 def _check_dimensions(text_encoder, stea: STEA, identity_encoder: IdentityEncoder) -> None:

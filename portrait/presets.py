@@ -24,6 +24,7 @@ import torch
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from .defaults import DEFAULT_IDENTITY_ENCODER
 from .identity.encoder import IdentityEncoder
 from .prompts import EMOTION_WORDS, IDENTITY_WORDS
 from .stea import STEA
@@ -147,7 +148,7 @@ PRESETS = {
             attention_head_dim=8,
         ),
         vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512),
-        identity_encoder="curricularface_ir101",
+        identity_encoder=DEFAULT_IDENTITY_ENCODER,
     ),
 }
 

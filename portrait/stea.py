@@ -16,7 +16,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .identity.encoder import DEFAULT_IDENTITY_ENCODER
+from .defaults import DEFAULT_IDENTITY_ENCODER
 from .prompts import EMOTION_WORDS, IDENTITY_WORDS
 
 NO_IDENTITY = -1  # token index of a sample that gets no face (text-only / unconditional)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .defaults import BASE_MODEL_ID
+
 
 @dataclass(frozen=True)
 class WeightFile:
@@ -53,7 +55,7 @@ GB, MB = 10**9, 10**6
 
 # --- Stable Diffusion 1.5 and what ships with it
 SD15 = HubModel(
-    "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    BASE_MODEL_ID,
     (
         "model_index.json",
         "scheduler/scheduler_config.json",

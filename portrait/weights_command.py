@@ -16,9 +16,9 @@ from pathlib import Path
 
 import huggingface_hub.constants
 
-from .commands import FAILED, one_line
 from .download import download, partial_path
 from .errors import MissingWeightsError, OptionError
+from .exits import FAILED, one_line
 from .loading import WEIGHTS_DIR_ENV, cached_hub_folder, fetch_hub_model, weights_dir_or_default
 from .weights import WEIGHTS, HubModel, Weight, WeightFile
 

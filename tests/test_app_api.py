@@ -6,14 +6,14 @@ import base64
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from app_server import AppServer
 from gradio_client import Client, handle_file
 from PIL import Image, ImageOps
+
+from app_server import AppServer
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_server import AppServer
 from PIL import ImageOps
+
+from app_server import AppServer
 
 pytestmark = pytest.mark.slow
 

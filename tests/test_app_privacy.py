@@ -14,8 +14,9 @@ import time
 
 import numpy as np
 import pytest
-from app_server import AppServer
 from PIL import Image
+
+from app_server import AppServer
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +115,7 @@ def test_refused_and_cancelled_requests_leave_no_file(server, astronaut, tmp_pat
     (one request running, one waiting), and the scene is played again if the running one ended first.
     """
     before = contents(server)
-    for attempt in range(3):
+    for _ in range(3):
         full = _request_while_the_queue_is_full(server, astronaut, tmp_path)
         if full is not None:
             break

@@ -11,7 +11,7 @@ from portrait.control import control_map, controlled, load_controlnet
 from portrait.errors import MissingWeightsError
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 
-from conftest import CHANGED, largest_difference, seeded
+from helpers import CHANGED, largest_difference, seeded
 
 STEPS = dict(num_inference_steps=2, output_type="np")
 

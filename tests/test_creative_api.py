@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from app_server import AppServer
 from gradio_client import Client, handle_file
 from PIL import Image, ImageEnhance
+
+from app_server import AppServer
 
 pytestmark = pytest.mark.slow
 

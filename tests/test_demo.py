@@ -15,24 +15,30 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from app_server import REPO, AppServer
 from PIL import Image
 from safetensors.torch import load_file
 from scipy.stats import binom
 
 from experiments.drawn_people.measurer import TraitReader
 from experiments.drawn_people.world import (
-    EXPRESSIONS, TRAITS, Person, aligned_reference, all_people, draw_frame,
+    EXPRESSIONS,
+    TRAITS,
+    DrawnIdentity,
+    aligned_reference,
+    all_people,
+    draw_frame,
 )  # fmt: skip
 from portrait.cli import main
 from portrait.demo import DEMO_FOLDER, DEMO_MODEL, PHOTO_NOTE, DrawnPerson, enlarged, example_people
 from portrait.engine import add_model_arguments, model_source
 from portrait.errors import OptionError
-from portrait.face.analyzer import image_to_tensor
+from portrait.images import image_to_tensor
+
+from app_server import REPO, AppServer
 
 PEOPLE = json.loads((DEMO_FOLDER / "people.json").read_text())
 WORLD = SimpleNamespace(**PEOPLE["config"])  # the world as the demo model was trained
-TRAINING = [Person(*traits) for traits in PEOPLE["training_people"]]
+TRAINING = [DrawnIdentity(*traits) for traits in PEOPLE["training_people"]]
 ASKED = ("happy", "sad", "surprised")  # every expression but the references' (neutral), in turn
 
 
@@ -63,7 +69,7 @@ def test_example_people_are_held_out_and_new_people_are_never_training_people():
     from webui.demo import NewPeople
 
     training = TRAINING
-    examples = [Person(*entry["traits"].values()) for entry in PEOPLE["people"]]
+    examples = [DrawnIdentity(*entry["traits"].values()) for entry in PEOPLE["people"]]
     assert len(set(training)) == WORLD.train_people and len(set(examples)) == WORLD.heldout_people
     assert not set(examples) & set(training)
     new_people = NewPeople.of_demo()
@@ -75,7 +81,7 @@ def test_example_people_are_held_out_and_new_people_are_never_training_people():
 
 def test_a_drawn_persons_face_is_aligned_as_training_aligned_it():
     """The engine builds a drawn person's φ crop from its known landmarks as world.py wrote training references."""
-    person = Person(1, 2, 3, 1, 0)
+    person = DrawnIdentity(1, 2, 3, 1, 0)
     frame = draw_frame(person, "sad", np.random.default_rng(5), WORLD.size)
     aligned = DrawnPerson("p", person.word, frame.image, frame.landmarks, "sad").analysis().aligned
     written = image_to_tensor(aligned_reference(frame))

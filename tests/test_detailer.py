@@ -15,7 +15,7 @@ from portrait.face.detection import DetectedFace
 from portrait.multi import default_regions
 from portrait.prompts import build_subject_prompts
 
-from conftest import CHANGED, largest_difference
+from helpers import CHANGED, largest_difference
 
 STEPS = dict(num_inference_steps=5, guidance_scale=5.0)
 

@@ -113,9 +113,9 @@ def test_references_show_another_expression_and_captions_name_both_words(written
 
 
 def test_landmarks_sit_on_the_face_and_expressions_change_the_mouth():
-    from experiments.drawn_people.world import Person
+    from experiments.drawn_people.world import DrawnIdentity
 
-    person = Person(sex=1, hair_style=0, skin=2, hair_colour=1, face_width=1)
+    person = DrawnIdentity(sex=1, hair_style=0, skin=2, hair_colour=1, face_width=1)
     frames = {e: draw_frame(person, e, np.random.default_rng(0), 64) for e in EXPRESSIONS}
     for frame in frames.values():
         mask = np.asarray(frame.mask) > 0

@@ -10,7 +10,7 @@ from portrait.cli import main
 from portrait.edit import edit_photo, face_region, working_size
 from portrait.errors import NoFaceError, OptionError
 
-from conftest import CHANGED, largest_difference, seeded
+from helpers import CHANGED, largest_difference, seeded
 
 BOX = (160, 48, 288, 176)  # a region over the astronaut's face, on the 8-pixel latent grid
 

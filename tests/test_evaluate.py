@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from train.evaluate import main
-from train.metrics import MetricModels, geometric_mean, greedy_match, harmonic_mean, id_p, pair_score
+from evaluation.harness import main
+from evaluation.metrics import MetricModels, geometric_mean, greedy_match, harmonic_mean, id_p, pair_score
 
 
 def test_greedy_matching_takes_the_best_pair_first():
@@ -32,7 +32,7 @@ def test_greedy_matching_ties_and_missing_faces():
 
 
 def test_default_prompts_hold_the_papers_four_groups_and_the_pairs():
-    from train.evaluate import DEFAULT_PROMPTS, SINGLE_GROUPS
+    from evaluation.protocols import DEFAULT_PROMPTS, SINGLE_GROUPS
 
     prompts = json.loads(DEFAULT_PROMPTS.read_text())
     assert SINGLE_GROUPS == ("accessory", "style", "action", "context")

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CHANGED, SAME, largest_difference, seeded
-from fastcomposer_fixture import their_layout, write_checkpoint
 from PIL import ImageOps
 
 from portrait.cli import main as portrait_main
@@ -22,6 +20,9 @@ from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.postfuse import FastComposerFusion
 from portrait.presets import build_random_components
 from portrait.prompts import token_index
+
+from fastcomposer_fixture import their_layout, write_checkpoint
+from helpers import CHANGED, SAME, largest_difference, seeded
 
 PAIR = "a photo of a man img and a woman img at a bar"
 
@@ -273,7 +274,7 @@ def test_training_can_start_from_their_unet(checkpoint):
 
 @pytest.mark.slow
 def test_evaluation_runs_fastcomposer_as_a_baseline(checkpoint, tmp_path, astronaut):
-    from train.evaluate import main as evaluate
+    from evaluation.harness import main as evaluate
 
     subjects = tmp_path / "subjects"
     subjects.mkdir()

@@ -20,12 +20,14 @@ from accelerate.commands.config.config_args import load_config_from_file
 from safetensors.torch import load_file
 
 from benchmarks import gpu, train_step
-from portrait.commands import run as run_command
-from portrait.pipeline import LORA_FILE, UNET_LORA_FOLDER, PortraitBoothPipeline
-from conftest import CHANGED, SAME, largest_difference
+from benchmarks.synthetic_set import make_synthetic_set
+from portrait.exits import run as run_command
+from portrait.pipeline import PortraitBoothPipeline
+from portrait.portrait_weights import LORA_FILE, UNET_LORA_FOLDER
 from train.config import TrainConfig
-from train.synthetic import make_synthetic_set
 from train.train import main as train
+
+from helpers import CHANGED, SAME, largest_difference
 
 REPO = Path(__file__).resolve().parent.parent
 ACCELERATE_CONFIGS = sorted((REPO / "train" / "accelerate").glob("*.yaml"))

@@ -19,8 +19,8 @@ from experiments.drawn_people.heldout import (
     pairs_of,
     seed_interval,
     sign_flip_p,
-    summarize,
     summarize_pairs,
+    summarize_single,
 )
 from experiments.drawn_people.measurer import TraitReader
 from experiments.drawn_people.standins import Schedule, train_autoencoder
@@ -40,7 +40,7 @@ def test_measures_of_a_hand_made_judgement_are_per_person():
         similarity=[0.9, 0.5, 0.8, 0.6],
         read_expression=[0, 2, 3, 3],  # right, leaked; leaked (counts), asked its own reference (not a leak ask)
     )
-    summary = summarize(j)
+    summary = summarize_single(j)
     assert summary["per_person"]["id_acc"] == [0.5, 1.0] and summary["id_acc"] == 0.75
     assert summary["per_person"]["id_sim"] == [0.7, 0.7] and summary["id_sim"] == 0.7
     assert summary["per_person"]["expr_acc"] == [0.5, 0.5]

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import CHANGED, largest_difference, seeded
 from PIL import Image, ImageDraw, ImageOps
 
 from portrait.errors import OptionError, PromptError
@@ -13,6 +12,8 @@ from portrait.multi import (
     latent_weights,
     region_mask,
 )
+
+from helpers import CHANGED, largest_difference, seeded
 
 SCENE = "a photo of a man and a woman in front of a bar"
 

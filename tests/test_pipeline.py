@@ -3,11 +3,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CHANGED, SAME, as_array, largest_difference, seeded
 from PIL import ImageOps
 
 from portrait.errors import MissingWeightsError, NoFaceError, OptionError
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
+
+from helpers import CHANGED, SAME, as_array, largest_difference, seeded
 
 PROMPT = "a photo of a woman in the snow"
 STEPS = 4

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from celebvt_fixture import make_mini_celebvt
 
 from train.celebvt_text import AnnotationCaptioner, emotion_sequence, expression_at, subject_word
 from train.config import TrainConfig
 from train.data_format import read_manifest
 from train.dataset import Draw, PortraitDataset
 from train.prepare_celebvt import main
+
+from celebvt_fixture import make_mini_celebvt
 
 EXPECTED_SKIPS = {"unreadable": 1, "no_face": 1, "several_faces": 1, "face_too_small": 1, "unknown_subject_word": 1}
 

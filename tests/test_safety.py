@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import seeded
 from gradio_client import Client, handle_file
 
 import portrait.engine
@@ -15,6 +14,8 @@ from portrait.errors import MissingWeightsError
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.safety import FLAGGED_NOTE, load_safety_checker, tiny_safety_checker
 from webui.handlers import PortraitService
+
+from helpers import seeded
 
 
 def flagging_checker(seed: int = 0) -> dict:
@@ -68,9 +69,9 @@ def test_the_cli_says_which_picture_was_held_back(tmp_path, capsys, monkeypatch)
 
 @pytest.mark.slow
 def test_the_app_answers_a_flagged_generation_with_the_blank_and_a_note(flagging_pipe, astronaut, tmp_path):
-    from app_server import free_port
-
     from app import build_app
+
+    from app_server import free_port
 
     service = PortraitService(flagging_pipe, example=astronaut)
     demo = build_app(service, None)

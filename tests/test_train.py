@@ -10,12 +10,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from benchmarks.synthetic_set import make_synthetic_set
 from portrait.errors import OptionError
 from portrait.pipeline import PortraitBoothPipeline
 from train.config import TrainConfig
 from train.dataset import NO_TOKEN, Draw, PortraitDataset, StepBatchSampler, collate
 from train.parts import TrainedParts
-from train.synthetic import make_synthetic_set
 from train.train import Objective, build_models, main, step_generator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,19 +159,37 @@ def test_bf16_mixed_precision_with_validation(tmp_path, data):
     assert len(list((tmp_path / "bf16" / "validation" / "step-000002").glob("*.png"))) == 4
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "train" / "configs").glob("*.yaml")))
-def test_every_recipe_loads_and_ablations_change_only_their_term(recipe):
-    config = TrainConfig.load(REPO / "train" / "configs" / recipe)
-    paper = TrainConfig.load(REPO / "train" / "configs" / "paper.yaml")
-    expected = {
-        "ablation_no_dip.yaml": {"identity_weight": 0.0},
-        "ablation_no_ecac.yaml": {"localization_weight": 0.0},
-        "ablation_no_expression.yaml": {"mu": 0.0},
-        "ablation_no_stea.yaml": {"fusion_encoder": "clip_vit_l14", "train_fusion_encoder": True},
-    }.get(recipe)
-    if expected is not None:
-        assert {key: getattr(config, key) for key in expected} == expected
-        assert config.lam == paper.lam and config.beta == paper.beta and config.learning_rate == paper.learning_rate
+RECIPE_CHANGES = {  # what each recipe changes in the paper's (train/configs/paper.yaml)
+    "ablation_he_she.yaml": {"identity_words": ["he", "she"]},
+    "ablation_no_dip.yaml": {"identity_weight": 0.0},
+    "ablation_no_ecac.yaml": {"localization_weight": 0.0},
+    "ablation_no_expression.yaml": {"mu": 0.0},
+    "ablation_no_stea.yaml": {"fusion_encoder": "clip_vit_l14", "train_fusion_encoder": True},
+    "ablation_person_mask.yaml": {"mask_kind": "person"},
+    "ablation_person_token.yaml": {"identity_words": ["person"]},
+    "paper_lora.yaml": {"learning_rate": 1e-4, "lora_rank": 64, "lora_alpha": 64},
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPE_CHANGES))
+def test_each_recipe_changes_exactly_its_fields_of_the_papers(recipe):
+    paper = TrainConfig.load(REPO / "train" / "configs" / "paper.yaml").to_dict()
+    config = TrainConfig.load(REPO / "train" / "configs" / recipe).to_dict()
+    assert {key: value for key, value in config.items() if value != paper[key]} == RECIPE_CHANGES[recipe]
+
+
+def test_every_recipe_is_checked_and_the_papers_is_the_default():
+    recipes = {p.name for p in (REPO / "train" / "configs").glob("*.yaml")}
+    assert recipes == {*RECIPE_CHANGES, "paper.yaml", "tiny.yaml"}
+    assert TrainConfig.load(REPO / "train" / "configs" / "paper.yaml") == TrainConfig()
+    TrainConfig.load(REPO / "train" / "configs" / "tiny.yaml")
+
+
+def test_recipes_that_inherit_in_a_circle_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("inherit: b.yaml\nmu: 0.0\n")
+    (tmp_path / "b.yaml").write_text("inherit: a.yaml\n")
+    with pytest.raises(OptionError, match="inherit in a circle"):
+        TrainConfig.load(tmp_path / "a.yaml")
 
 
 def test_training_the_fused_encoder_needs_one_named():

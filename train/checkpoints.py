@@ -21,12 +21,11 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
-from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file
 
 from portrait.errors import DataError
 from portrait.files import atomic_path
-from portrait.stea import STEA
+from portrait.portrait_weights import part_folder
 
 from .memory import has_lora, load_unet_lora, save_unet_lora
 from .parts import TrainedParts
@@ -64,13 +63,6 @@ def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
-def _part_name(model) -> str:
-    """The folder a trained model is saved in: as in a PortraitBooth weights folder."""
-    if isinstance(model, STEA):
-        return "stea"
-    return "unet" if isinstance(model, UNet2DConditionModel) else "identity_encoder"
-
-
 def _parts(accelerator: Accelerator, model) -> list:
     """The modules of a prepared `TrainedParts`."""
     parts: TrainedParts = accelerator.unwrap_model(model)
@@ -93,7 +85,7 @@ def register_model_hooks(accelerator: Accelerator) -> None:
                 if has_lora(part):
                     load_unet_lora(part, Path(input_dir))
                 else:
-                    part.load_state_dict(load_file(Path(input_dir) / _part_name(part) / WEIGHTS_FILE))
+                    part.load_state_dict(load_file(Path(input_dir) / part_folder(part) / WEIGHTS_FILE))
 
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
@@ -104,7 +96,7 @@ def save_part(model, folder: Path) -> None:
     if has_lora(model):
         save_unet_lora(model, folder)
     else:
-        model.save_pretrained(folder / _part_name(model))
+        model.save_pretrained(folder / part_folder(model))
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> Path:

@@ -8,19 +8,21 @@ from pathlib import Path
 
 import yaml
 
-from portrait.commands import one_line
+from portrait.defaults import BASE_MODEL_ID, DEFAULT_IDENTITY_ENCODER, PAPER_STEPS
 from portrait.errors import OptionError
+from portrait.exits import one_line
 from portrait.prompts import EMOTION_WORDS, IDENTITY_WORDS
 from portrait.settings import AT_LEAST_ONE, FRACTION, POSITIVE, Limit, check_fields
 
+INHERIT = "inherit"  # a recipe key: the file (beside it) whose settings it starts from
 DEFAULT_ECAC_LAYERS = ("down_blocks.1", "down_blocks.2", "mid_block", "up_blocks.1", "up_blocks.2")
 
 
 @dataclass
 class TrainConfig:
     # models
-    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id, folder, or a random preset: tiny, drawn, sd15
-    identity_encoder: str = "curricularface_ir101"  # φ: measures identity (L_id) and, by default, feeds STEA
+    base: str = BASE_MODEL_ID  # hub id, folder, or a random preset: tiny, drawn, sd15
+    identity_encoder: str = DEFAULT_IDENTITY_ENCODER  # φ: measures identity (L_id) and, by default, feeds STEA
     fusion_encoder: str | None = None  # what STEA fuses instead of φ's feature ("clip_vit_l14": the w/o-STEA ablation)
     train_fusion_encoder: bool = False  # train that encoder with the UNet (the paper's w/o-STEA row does)
     identity_checkpoint: str | None = None
@@ -73,7 +75,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     validation_every: int = 5000
     validation_prompts: tuple[str, ...] = ("a photo of a {word} in the snow", "a {word} wearing a hat, oil painting")
-    validation_steps: int = 50
+    validation_steps: int = PAPER_STEPS
     num_workers: int = 4
 
     def __post_init__(self) -> None:
@@ -83,12 +85,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "TrainConfig":
-        try:
-            values = read_recipe(Path(path).read_text())
-        except yaml.YAMLError as error:
-            raise OptionError(f"{path} is not a recipe: {one_line(str(error))}") from None
-        except OptionError as error:
-            raise OptionError(f"{path}: {error}") from None
+        values = load_recipe(path)
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise OptionError(f"{path}: unknown settings {sorted(unknown)}")
@@ -129,6 +126,33 @@ LIMITS = {
     "checkpoint_every": AT_LEAST_ONE,
     "keep_checkpoints": AT_LEAST_ONE,
 }
+
+
+def load_recipe(path: str | Path, inherited_by: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's settings on top of those of the recipe it names in `inherit` (a file beside it), so an
+    ablation says only what it changes."""
+    path = Path(path)
+    values = read_recipe_file(path)
+    parent = values.pop(INHERIT, None)
+    if parent is None:
+        return values
+    if path.resolve() in inherited_by:
+        raise OptionError(f"{path}: recipes inherit in a circle ({' → '.join(p.name for p in (*inherited_by, path))})")
+    return load_recipe(path.parent / str(parent), (*inherited_by, path.resolve())) | values
+
+
+def recipe_changes(path: str | Path) -> dict:
+    """What a recipe changes in the recipe it inherits: the settings written in the file itself."""
+    return {key: value for key, value in read_recipe_file(path).items() if key != INHERIT}
+
+
+def read_recipe_file(path: str | Path) -> dict:
+    try:
+        return read_recipe(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise OptionError(f"{path} is not a recipe: {one_line(str(error))}") from None
+    except OptionError as error:
+        raise OptionError(f"{path}: {error}") from None
 
 
 def read_recipe(text: str) -> dict:

@@ -20,7 +20,8 @@ from pathlib import Path
 from PIL import Image
 
 from portrait.errors import DataError
-from portrait.files import atomic_path
+from portrait.files import write_png
+from portrait.prompts import IdentityPrompt
 
 MANIFEST = "manifest.jsonl"
 
@@ -40,10 +41,25 @@ class Sample:
     person_mask: str | None = None  # L image, every non-background parsing label (mask ablation)
     meta: dict = dataclasses.field(default_factory=dict)  # provenance: frames, word sources, scores
 
-
-def save_image_atomically(image: Image.Image, path: Path) -> None:
-    with atomic_path(path) as partial:
-        image.save(partial, format="PNG")
+    @classmethod
+    def of_prompt(
+        cls, id: str, stem: str, prompt: IdentityPrompt, landmarks: list, *, person_mask: bool = False, meta: dict | None = None
+    ) -> Sample:
+        """A sample captioned by `prompt` whose files are `<stem>.png`, `.mask.png`, `.ref.png` (and `.person.png`)."""
+        return cls(
+            id=id,
+            image=f"{stem}.png",
+            mask=f"{stem}.mask.png",
+            reference=f"{stem}.ref.png",
+            caption=prompt.text,
+            identity_word=prompt.identity_word,
+            identity_span=prompt.identity_span,
+            landmarks=landmarks,
+            expression=prompt.expression,
+            expression_span=prompt.expression_span,
+            person_mask=f"{stem}.person.png" if person_mask else None,
+            meta=meta or {},
+        )
 
 
 def write_sample_files(
@@ -57,7 +73,7 @@ def write_sample_files(
     pictures = ((sample.image, image), (sample.mask, mask), (sample.reference, reference), (sample.person_mask, person_mask))
     for relative, picture in pictures:
         if relative and picture is not None:
-            save_image_atomically(picture, Path(root) / relative)
+            write_png(Path(root) / relative, picture)
 
 
 def append_jsonl(path: Path, row: dict) -> None:

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from portrait.errors import DataError, OptionError, PromptError
-from portrait.face.analyzer import image_to_tensor
+from portrait.images import image_to_tensor
 from portrait.prompts import token_index
 
 from .config import TrainConfig

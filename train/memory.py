@@ -20,7 +20,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
 from portrait.errors import OptionError
-from portrait.pipeline import LORA_FILE, UNET_LORA_FOLDER
+from portrait.portrait_weights import LORA_FILE, UNET_LORA_FOLDER
 
 from .config import TrainConfig
 

@@ -38,9 +38,10 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
+from portrait.defaults import DEFAULT_DETECTOR, DEFAULT_IDENTITY_ENCODER, DETECTORS
 from portrait.errors import DataError, MissingWeightsError
+from portrait.exits import CommandParser, positive_int
+from portrait.exits import run as run_command
 from portrait.face.analyzer import FaceAnalysis, FaceAnalyzer
 from portrait.face.detection import DetectedFace
 from portrait.face.parsing import FaceParser, face_mask_from_labels
@@ -63,9 +64,9 @@ class PrepareOptions:
     similar_face_ratio: float = 0.5  # a second face at least this fraction of the largest's area: skip
     same_person_threshold: float = 0.3  # cosine of φ embeddings, target vs reference
     mask: str = "bisenet"  # "bisenet" (face parsing) or "landmarks" (ellipse; no weights needed)
-    detector: str = "auto"
+    detector: str = DEFAULT_DETECTOR
     identity_checkpoint: str | None = None  # enables the same-person check
-    identity_encoder: str = "curricularface_ir101"
+    identity_encoder: str = DEFAULT_IDENTITY_ENCODER
     weights_dir: str | None = None
     captioner: str = "annotation"  # or "module:Class" (train/celebvt_text.py, load_captioner)
 
@@ -306,7 +307,7 @@ def done_clips(out: Path) -> set[str]:
     return kept | {row["clip_id"] for row in read_jsonl(out.glob("skipped*.jsonl"))}
 
 
-def summarize(out: Path) -> dict:
+def write_summary(out: Path) -> dict:
     """Counts over everything in DIR (all shards): kept, skipped by reason, word and emotion histograms."""
     samples = read_manifest(out) if manifest_files(out) else []
     skipped = read_jsonl(out.glob("skipped*.jsonl"))
@@ -354,7 +355,7 @@ def prepare(
             for batch in batches:
                 _record(processor.process(batch), manifest, skipped, bar)
         bar.close()
-    return summarize(out)
+    return write_summary(out)
 
 
 def _record(outcomes: list[Outcome], manifest: Path, skipped: Path, bar) -> None:
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=positive_int, help="at most N new videos in this run")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="videos whose frames share one detector batch")
     parser.add_argument("--mask", choices=["bisenet", "landmarks"], default="bisenet")
-    parser.add_argument("--detector", choices=["auto", "retinaface", "mtcnn"], default="auto")
+    parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
     parser.add_argument("--identity-checkpoint", help="φ checkpoint: enables the same-person check")
     parser.add_argument("--min-face", type=positive_int, default=64)
     parser.add_argument("--seed", type=int, default=0)

@@ -27,10 +27,11 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
 from portrait.engine import ModelSource, load_pipeline
+from portrait.exits import CommandParser, positive_int
+from portrait.exits import run as run_command
 from portrait.fastcomposer import load_fastcomposer_unet
+from portrait.files import write_png, write_text
 from portrait.identity import load_identity_encoder
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
@@ -299,7 +300,7 @@ def validate(models: Models, weights: dict, dataset: PortraitDataset, config: Tr
                 width=config.resolution,
                 generator=torch.Generator().manual_seed(number),
             ).images[0]
-            image.save(folder / f"face{index}-prompt{number}.png")
+            write_png(folder / f"face{index}-prompt{number}.png", image)
             images.append(np.asarray(image))
     return images
 
@@ -332,7 +333,7 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
     accelerator.init_trackers("portraitbooth", config={k: str(v) for k, v in config.to_dict().items()})
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        write_text(output / "config.json", json.dumps(config.to_dict(), indent=1))
     shown = {} if accelerator.is_local_main_process else {"disable": True}  # else tqdm's own default ($TQDM_DISABLE)
     progress = tqdm(total=config.max_steps, initial=start_step, desc="training", **shown)
     for step, batch in zip(range(start_step, config.max_steps), loader):

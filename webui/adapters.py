@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from portrait.errors import MissingWeightsError, OptionError
+from portrait.loras import Lora, load_loras
 from portrait.pipeline import PortraitBoothPipeline
-from portrait.speed import Lora, load_loras
 
 logger = logging.getLogger(__name__)
 

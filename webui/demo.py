@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import gradio as gr
 import numpy as np
 
-from experiments.drawn_people.world import EXPRESSIONS, Person, all_people, draw_frame
+from experiments.drawn_people.world import EXPRESSIONS, DrawnIdentity, all_people, draw_frame
+from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.demo import DEMO_FOLDER, PHOTO_NOTE, DrawnPerson, enlarged, example_people
-from portrait.multi import Person as PersonInPicture
-from portrait.multi import PortraitBoothPeoplePipeline
+from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import PortraitBoothPipeline
 
 from .adapters import NO_STYLE
@@ -46,9 +46,9 @@ class NewPeople:
     model saw none but those, as people.json records them)."""
 
     size: int  # the model's picture side
-    training: frozenset[Person]
+    training: frozenset[DrawnIdentity]
     expression: str  # what their reference picture shows, as the example people's
-    unseen: list[Person] = field(init=False)
+    unseen: list[DrawnIdentity] = field(init=False)
 
     def __post_init__(self):
         self.unseen = [person for person in all_people() if person not in self.training]
@@ -56,7 +56,7 @@ class NewPeople:
     @classmethod
     def of_demo(cls) -> "NewPeople":
         record = json.loads((DEMO_FOLDER / "people.json").read_text())
-        training = frozenset(Person(*traits) for traits in record["training_people"])
+        training = frozenset(DrawnIdentity(*traits) for traits in record["training_people"])
         return cls(record["config"]["size"], training, record["reference_expression"])
 
     def draw(self, seed: int) -> DrawnPerson:
@@ -114,8 +114,8 @@ class DemoService(PortraitService):
         num_images: int = 1,
         seed: int = 0,
         randomize_seed: bool = True,
-        steps: int = 50,
-        guidance: float = 5.0,
+        steps: int = PAPER_STEPS,
+        guidance: float = PAPER_GUIDANCE,
         new_person_seed: int = 0,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
@@ -139,8 +139,8 @@ class DemoService(PortraitService):
         num_images: int = 1,
         seed: int = 0,
         randomize_seed: bool = True,
-        steps: int = 50,
-        guidance: float = 5.0,
+        steps: int = PAPER_STEPS,
+        guidance: float = PAPER_GUIDANCE,
         new_person_seed_a: int = 0,
         new_person_seed_b: int = 1,
         request: gr.Request | None = None,
@@ -153,7 +153,7 @@ class DemoService(PortraitService):
         run.size = (2 * self.native_size, self.native_size)
         sampling.update(width=run.size[0], height=run.size[1])
         pipe = self._request_pipeline(False, PortraitBoothPeoplePipeline)
-        people = [PersonInPicture(pipe.encode_faces(d.analysis()), d.identity_word, chosen_expression(e))
+        people = [Person(pipe.encode_faces(d.analysis()), d.identity_word, chosen_expression(e))
                   for d, e in zip(drawn, (expression_a, expression_b))]  # fmt: skip
         prompt = PAIR_PROMPT.format(a=drawn[0].identity_word, b=drawn[1].identity_word)
         result = pipe(prompt, people, **sampling)
@@ -238,6 +238,6 @@ def sampling_controls(service: DemoService) -> dict:
         controls["seed"] = Number(value=0, precision=0, label="Seed")
         controls["randomize_seed"] = gr.Checkbox(value=True, label="Random seed")
     with gr.Accordion("Advanced", open=False):
-        controls["steps"] = Slider(1, service.limits.max_steps, value=50, step=1, label="Steps")
-        controls["guidance"] = Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+        controls["steps"] = Slider(1, service.limits.max_steps, value=PAPER_STEPS, step=1, label="Steps")
+        controls["guidance"] = Slider(1.0, 15.0, value=PAPER_GUIDANCE, step=0.5, label="Guidance scale")
     return controls

@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.edit import FACE_REGION, edit_photo
 from portrait.errors import InvalidImageError
 from portrait.images import load_image
@@ -47,8 +48,8 @@ class PhotoEdits:
         num_images: int = 1,
         seed: int = 0,
         randomize_seed: bool = True,
-        steps: int = 50,
-        guidance: float = 5.0,
+        steps: int = PAPER_STEPS,
+        guidance: float = PAPER_GUIDANCE,
         style_template: str = NO_STYLE,
         remembered_face: str | None = None,
         request: gr.Request | None = None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 from PIL import Image
 
+from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
 from portrait.detailer import detail_images
 from portrait.errors import NoFaceError, PortraitError
 from portrait.face.analyzer import FaceAnalysis
@@ -24,8 +25,8 @@ from portrait.prompts import build_identity_prompt
 from portrait.provenance import provenance_text
 from portrait.runtime import seeded_generators
 from portrait.safety import FLAGGED_NOTE
+from portrait.samplers import SAMPLERS, make_scheduler
 from portrait.selfies import MAX_PHOTOS, encode_checked
-from portrait.speed import SAMPLERS, make_scheduler
 from portrait.styles import ASPECTS, canvas_size, styled
 from portrait.styles import NO_STYLE as NO_TEMPLATE
 
@@ -70,8 +71,8 @@ class Sampling:
     num_images: int = 1
     seed: int | float | None = 0
     randomize_seed: bool = True
-    steps: int = 50
-    guidance: float = 5.0
+    steps: int = PAPER_STEPS
+    guidance: float = PAPER_GUIDANCE
     aspect: str = "Square 1:1"
     style_template: str = NO_TEMPLATE
 
@@ -290,8 +291,8 @@ class PortraitService:
         num_images: int = 1,
         seed: int = 0,
         randomize_seed: bool = True,
-        steps: int = 50,
-        guidance: float = 5.0,
+        steps: int = PAPER_STEPS,
+        guidance: float = PAPER_GUIDANCE,
         aspect: str = "Square 1:1",
         identity_start: float | None = None,
         fast: bool = False,
@@ -343,8 +344,8 @@ class PortraitService:
         num_images: int = 1,
         seed: int = 0,
         randomize_seed: bool = True,
-        steps: int = 50,
-        guidance: float = 5.0,
+        steps: int = PAPER_STEPS,
+        guidance: float = PAPER_GUIDANCE,
         aspect: str = "Landscape 4:3",
         fast: bool = False,
         style: str = NO_STYLE,

@@ -2,7 +2,7 @@
 
 import sys
 
-from portrait.commands import run as run_command
+from portrait.exits import run as run_command
 
 from .runner import PROG, main
 

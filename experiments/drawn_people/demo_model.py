@@ -30,8 +30,8 @@ import torch
 import yaml
 from diffusers import EulerDiscreteScheduler
 
-from portrait.commands import CommandParser
-from portrait.commands import run as run_command
+from portrait.exits import CommandParser
+from portrait.exits import run as run_command
 from portrait.files import atomic_path, write_text
 from portrait.pipeline import PortraitBoothPipeline
 

@@ -37,9 +37,9 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
 from scipy import stats
 
-from portrait.face.analyzer import image_to_tensor
-from portrait.multi import Person as PersonInPicture
-from portrait.multi import PortraitBoothPeoplePipeline
+from portrait.defaults import PAPER_GUIDANCE, PAPER_STEPS
+from portrait.images import image_to_tensor
+from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 from portrait.prompts import build_subject_prompts
 from portrait.runtime import seeded_generators
@@ -56,8 +56,8 @@ PAIR_MODES = ("regions", "one-pass")
 @dataclass(frozen=True)
 class EvalSettings:
     images_per_prompt: int = 3
-    steps: int = 50
-    guidance: float = 5.0
+    steps: int = PAPER_STEPS
+    guidance: float = PAPER_GUIDANCE
     seed: int = 0
     attention_timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
     pair_images: int = 2  # pictures per (pair of people, left/right order, mode)
@@ -153,7 +153,7 @@ def per_person(values: np.ndarray, person: np.ndarray, where: np.ndarray | None 
     return [float(values[where & (person == name)].mean()) for name in np.unique(person)]
 
 
-def summarize(judgement: Judgement) -> dict:
+def summarize_single(judgement: Judgement) -> dict:
     """Per-person means of every measure (the unit every statistic uses) and their means over people."""
     j = judgement
     leak_asks = j.asked != j.reference_expression  # asking for the reference's own expression cannot leak
@@ -259,7 +259,7 @@ def judge_pairs(
             people_pipe = pipe.with_modules(PortraitBoothPeoplePipeline)
             pictures = people_pipe(
                 prompt,
-                [PersonInPicture(face, person.word, expression) for face, person, expression in zip(faces, (left, right), asked)],
+                [Person(face, person.word, expression) for face, person, expression in zip(faces, (left, right), asked)],
                 height=size, width=2 * size, num_images_per_prompt=len(seeds), generator=seeded_generators(seeds), **sampling,
             ).images  # fmt: skip
         else:

@@ -48,22 +48,21 @@ from pathlib import Path
 import diffusers
 import numpy as np
 import torch
-import yaml
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
-from portrait.commands import CommandParser, positive_int
 from portrait.engine import ModelSource, load_pipeline
 from portrait.errors import OptionError
+from portrait.exits import CommandParser, positive_int
 from portrait.face.alignment import align_faces
-from portrait.face.analyzer import image_to_tensor
 from portrait.files import atomic_path, write_text
 from portrait.identity.encoder import IdentityEncoder
+from portrait.images import image_to_tensor
 from portrait.pipeline import PortraitBoothPipeline
 from portrait.presets import build_random_components
-from train.config import TrainConfig
+from train.config import TrainConfig, recipe_changes
 from train.data_format import read_manifest
 from train.dataset import PortraitDataset
 from train.train import train
@@ -78,8 +77,8 @@ from .heldout import (
     judge_pairs,
     seed_interval,
     sign_flip_p,
-    summarize,
     summarize_pairs,
+    summarize_single,
 )
 from .measurer import TraitReader, reading_accuracy, train_trait_reader
 from .standins import Schedule, train_autoencoder, train_recognizer
@@ -144,8 +143,7 @@ def run_overrides(name: str) -> dict:
         return {}
     if name == "no_face":
         return {"text_only_fraction": 1.0}  # no sample ever gets a face feature: the UNet learns from text alone
-    ablation = yaml.safe_load((ABLATIONS / f"ablation_{name}.yaml").read_text())
-    overrides = {key: value for key, value in ablation.items() if key != "base"}
+    overrides = recipe_changes(ABLATIONS / f"ablation_{name}.yaml")
     if "fusion_encoder" in overrides:
         overrides["fusion_encoder"] = CLIP_STAND_IN
     return overrides
@@ -318,7 +316,7 @@ class Experiment:
         pipe, reader, settings = self.pipeline(name), self.load_measurer(), self.scale.evaluation
         people = heldout_people(self.data / group)
         judgement = generate_and_judge(pipe, people, reader, settings)
-        row = summarize(judgement)
+        row = summarize_single(judgement)
         row["chance"] = chance_levels(people, judgement)
         row["sampler"] = f"{type(pipe.scheduler).__name__}, {settings.steps} steps, guidance {settings.guidance}"
         # Read only for its data settings and ECAC layers: nothing trains (max_steps must still be ≥ 1).

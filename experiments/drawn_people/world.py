@@ -27,11 +27,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from portrait.face.alignment import align_faces
-from portrait.face.analyzer import image_to_tensor
-from portrait.files import write_text
+from portrait.files import write_png, write_text
+from portrait.images import image_to_tensor
 from portrait.prompts import build_identity_prompt
-
-from train.data_format import MANIFEST, Sample, save_image_atomically, write_sample
+from train.data_format import MANIFEST, Sample, write_sample
 
 SEXES = ("man", "woman")
 HAIR_STYLES = {"man": ("short", "bald", "tall"), "woman": ("long", "bob", "bun")}
@@ -40,14 +39,16 @@ HAIR_COLOURS = ((22, 22, 26), (104, 62, 30), (236, 206, 110), (196, 72, 28), (17
 IRIS = (70, 45, 25)
 FACE_WIDTHS = (0.68, 0.84, 1.0)  # face width / face height
 EXPRESSIONS = ("happy", "sad", "surprised", "neutral")
-# Trait name → number of values; `Person` holds one index per trait. hair_style indexes HAIR_STYLES[sex].
+# Trait name → number of values; `DrawnIdentity` holds one index per trait. hair_style indexes HAIR_STYLES[sex].
 TRAITS = {"sex": 2, "hair_style": 3, "skin": len(SKIN_TONES), "hair_colour": len(HAIR_COLOURS), "face_width": len(FACE_WIDTHS)}
 TEMPLATES = ("a photo of a {word}", "a portrait of a {word}", "a photo of a {word} with a face")
 SUPERSAMPLE = 4  # drawn at 4× and reduced, for smooth edges
 
 
 @dataclass(frozen=True)
-class Person:
+class DrawnIdentity:
+    """A person of the drawn world: one value index per trait (the measurer reads them back from pictures)."""
+
     sex: int
     hair_style: int
     skin: int
@@ -61,7 +62,7 @@ class Person:
     def traits(self) -> tuple[int, ...]:
         return tuple(getattr(self, name) for name in TRAITS)
 
-    def distance(self, other: "Person") -> int:
+    def distance(self, other: "DrawnIdentity") -> int:
         """How many traits differ."""
         return sum(a != b for a, b in zip(self.traits(), other.traits()))
 
@@ -86,13 +87,13 @@ NOVEL_TRAITS = ("skin", "hair_colour")  # a value of one of these is withheld fr
 class Split:
     """Who is in which set, and the trait value no training frame shows (held by the `novel` group only)."""
 
-    train: list[Person]
-    test: list[Person]
-    novel: list[Person]
-    validation: list[Person]
+    train: list[DrawnIdentity]
+    test: list[DrawnIdentity]
+    novel: list[DrawnIdentity]
+    validation: list[DrawnIdentity]
     novel_trait: tuple[str, int]  # (trait name, value index)
 
-    def group(self, name: str) -> list[Person]:
+    def group(self, name: str) -> list[DrawnIdentity]:
         return getattr(self, name)
 
 
@@ -104,9 +105,9 @@ class Frame:
     expression: str
 
 
-def all_people() -> list[Person]:
+def all_people() -> list[DrawnIdentity]:
     """Every trait vector of this world."""
-    return [Person(*values) for values in itertools.product(*(range(count) for count in TRAITS.values()))]
+    return [DrawnIdentity(*values) for values in itertools.product(*(range(count) for count in TRAITS.values()))]
 
 
 def split_people(config: DrawnPeopleConfig) -> Split:
@@ -135,9 +136,9 @@ def split_people(config: DrawnPeopleConfig) -> Split:
     return Split(training, test, novel, validation, novel_trait)
 
 
-def _spread_group(candidates: list[Person], count: int, distance: int) -> list[Person]:
+def _spread_group(candidates: list[DrawnIdentity], count: int, distance: int) -> list[DrawnIdentity]:
     """The first `count` of `candidates` (in order) that are `distance` traits apart, half of each sex."""
-    group: list[Person] = []
+    group: list[DrawnIdentity] = []
     for candidate in candidates:
         if len(group) == count:
             break
@@ -149,7 +150,7 @@ def _spread_group(candidates: list[Person], count: int, distance: int) -> list[P
     return group
 
 
-def draw_frame(person: Person, expression: str, rng: np.random.Generator, size: int = 64) -> Frame:
+def draw_frame(person: DrawnIdentity, expression: str, rng: np.random.Generator, size: int = 64) -> Frame:
     """One jittered frame of `person` showing `expression`."""
     scale = size * SUPERSAMPLE
     height = rng.uniform(0.58, 0.66)  # face height, canvas fractions
@@ -270,7 +271,7 @@ def aligned_reference(frame: Frame) -> Image.Image:
 SPLIT_CODES = {"train": 1, "test": 2, "novel": 3, "validation": 4}
 
 
-def frame_rng(seed: int, person: Person, index: int, split: str) -> np.random.Generator:
+def frame_rng(seed: int, person: DrawnIdentity, index: int, split: str) -> np.random.Generator:
     return np.random.default_rng((seed, SPLIT_CODES[split], *person.traits(), index))
 
 
@@ -279,7 +280,7 @@ def reference_expression_of(number: int) -> str:
     return EXPRESSIONS[number % len(EXPRESSIONS)]
 
 
-def write_split(root: Path, people: list[Person], split: str, config: DrawnPeopleConfig) -> Path:
+def write_split(root: Path, people: list[DrawnIdentity], split: str, config: DrawnPeopleConfig) -> Path:
     """One set in the training format: per person, frames with a reference of another expression.
 
     Training frames draw their expressions at random. Held-out frames show each expression once (in the
@@ -303,21 +304,10 @@ def write_split(root: Path, people: list[Person], split: str, config: DrawnPeopl
             template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
             prompt = build_identity_prompt(template.format(word=person.word), person.word, expression=expression)
             name = f"p{number:03d}-{index:02d}"
-            sample = Sample(
-                id=f"{split}-{name}",
-                image=f"{number:03d}/{name}.png",
-                mask=f"{number:03d}/{name}.mask.png",
-                reference=f"{number:03d}/{name}.ref.png",
-                caption=prompt.text,
-                identity_word=person.word,
-                identity_span=prompt.identity_span,
-                landmarks=np.round(target.landmarks, 3).tolist(),
-                expression=expression,
-                expression_span=prompt.expression_span,
-                meta={"person": number, "traits": list(person.traits()), "reference_expression": reference_expression,
-                      "reference_frame": f"{number:03d}/{name}.ref-frame.png"},
-            )  # fmt: skip
-            save_image_atomically(reference.image, folder / sample.meta["reference_frame"])  # before the manifest line
+            meta = {"person": number, "traits": list(person.traits()), "reference_expression": reference_expression,
+                    "reference_frame": f"{number:03d}/{name}.ref-frame.png"}  # fmt: skip
+            sample = Sample.of_prompt(f"{split}-{name}", f"{number:03d}/{name}", prompt, np.round(target.landmarks, 3).tolist(), meta=meta)
+            write_png(folder / sample.meta["reference_frame"], reference.image)  # before the manifest line
             write_sample(folder, sample, target.image, target.mask, aligned_reference(reference))
     return folder
 

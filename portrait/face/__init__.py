@@ -1,7 +1,7 @@
 """Face analysis: detection, 5 landmarks, ArcFace alignment and face-parsing masks."""
 
 from .alignment import ARCFACE_SIZE, ARCFACE_TEMPLATE, align_faces, fit_similarity
-from .analyzer import FaceAnalysis, FaceAnalyzer, image_to_tensor
+from .analyzer import FaceAnalysis, FaceAnalyzer
 from .detection import DetectedFace, FaceDetector, MTCNNDetector, RetinaFaceDetector, load_detector
 from .parsing import FACE_LABELS, FaceParser, face_mask_from_labels
 
@@ -19,6 +19,5 @@ __all__ = [
     "align_faces",
     "face_mask_from_labels",
     "fit_similarity",
-    "image_to_tensor",
     "load_detector",
 ]

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..defaults import DEFAULT_DETECTOR
 from ..errors import FaceTooSmallError, NoFaceError
-from ..images import ImageInput, load_image, scaled_size
+from ..images import ImageInput, image_to_tensor, load_image, scaled_size
 from .alignment import ARCFACE_SIZE, align_faces
 from .detection import DetectedFace, FaceDetector, load_detector
 from .parsing import FaceParser
@@ -44,11 +45,6 @@ class FaceAnalysis:
         return Image.fromarray(array)
 
 
-def image_to_tensor(image: Image.Image) -> torch.Tensor:
-    """(3, H, W) float tensor in [0, 1] from an RGB image."""
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-
-
 class FaceAnalyzer:
     def __init__(
         self, detector: FaceDetector, parser: FaceParser | None = None, min_face_pixels: int = MIN_FACE_PIXELS
@@ -61,7 +57,7 @@ class FaceAnalyzer:
     @classmethod
     def load(
         cls,
-        detector: str = "auto",
+        detector: str = DEFAULT_DETECTOR,
         with_parser: bool = False,
         weights_dir: str | Path | None = None,
         device: str | torch.device = "cpu",

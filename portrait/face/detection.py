@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..defaults import DEFAULT_DETECTOR
 from ..loading import FACEXLIB_WEIGHTS, resolve_weight_file, weights_dir_or_default
 
 logger = logging.getLogger(__name__)
@@ -115,14 +116,14 @@ class RetinaFaceDetector:
 
 
 def load_detector(
-    name: str = "auto", weights_dir: str | Path | None = None, device: str | torch.device = "cpu"
+    name: str = DEFAULT_DETECTOR, weights_dir: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> FaceDetector:
     """`retinaface` (weights file, or its download from the facexlib release), `mtcnn` (no download), or `auto`:
     RetinaFace when its weights are already here, else MTCNN when facenet-pytorch is installed (a
     Hugging Face Space installs only requirements.txt, without it), else RetinaFace."""
     folder = weights_dir_or_default(weights_dir)
     retinaface = FACEXLIB_WEIGHTS["retinaface"]
-    if name == "auto":
+    if name == DEFAULT_DETECTOR:
         use_mtcnn = not (folder / retinaface.filename).is_file() and importlib.util.find_spec("facenet_pytorch")
         name = "mtcnn" if use_mtcnn else "retinaface"
         logger.info("Face detector: %s", name)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from ..defaults import DEFAULT_IDENTITY_ENCODER
 from ..loading import resolve_weight_file
 from ..weights import ARCFACE, CURRICULARFACE, WeightFile
 from .iresnet import IResNet
@@ -47,7 +48,6 @@ IDENTITY_ENCODERS = {
     # The learning experiment's φ: its faces are ~20 pixels tall, so a 32×32 crop holds all a 112×112 one would.
     "drawn": EncoderPreset((1, 1, 1, 1), stage_channels=(16, 16, 32, 32), embedding_dim=32, input_size=32),
 }
-DEFAULT_IDENTITY_ENCODER = "curricularface_ir101"
 
 
 @dataclass

@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CHANGED, largest_difference, seeded
 from diffusers import LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 
 from portrait.cli import main
 from portrait.errors import MissingWeightsError, OptionError
-from portrait.speed import Lora, load_loras, make_scheduler, parse_lora
+from portrait.loras import Lora, load_loras, parse_lora
+from portrait.samplers import make_scheduler
+
+from helpers import CHANGED, largest_difference, seeded
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,13 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from portrait.examples import example_face
 from portrait.face.alignment import align_faces
-from portrait.face.analyzer import image_to_tensor
 from portrait.face.detection import MTCNNDetector
+from portrait.images import image_to_tensor
 from portrait.prompts import build_identity_prompt
-
-from .data_format import Sample, write_sample
+from train.data_format import Sample, write_sample
 
 CAPTIONS = ("a photo of a woman in a space suit", "a woman smiling in front of a flag", "a portrait of a woman")
-EXPRESSIONS = (None, "happy", "smiling", None)
+SAMPLE_EXPRESSIONS = (None, "happy", "smiling", None)
 
 
 def make_synthetic_set(root: str | Path, count: int = 8, size: int = 96, seed: int = 0) -> Path:
@@ -39,20 +38,9 @@ def make_synthetic_set(root: str | Path, count: int = 8, size: int = 96, seed: i
         reference_image = _jitter(photo, scale, -shift, size, rng)
         reference_landmarks = torch.from_numpy(face.landmarks * scale - shift).float()
         reference = align_faces(image_to_tensor(reference_image)[None], reference_landmarks[None])[0]
-        prompt = build_identity_prompt(CAPTIONS[index % len(CAPTIONS)], "woman", expression=EXPRESSIONS[index % len(EXPRESSIONS)])
-        sample = Sample(
-            id=f"synthetic-{index:04d}",
-            image=f"00/synthetic-{index:04d}.png",
-            mask=f"00/synthetic-{index:04d}.mask.png",
-            reference=f"00/synthetic-{index:04d}.ref.png",
-            caption=prompt.text,
-            identity_word="woman",
-            identity_span=prompt.identity_span,
-            landmarks=landmarks.round(2).tolist(),
-            expression=prompt.expression,
-            expression_span=prompt.expression_span,
-            person_mask=f"00/synthetic-{index:04d}.person.png",
-        )
+        prompt = build_identity_prompt(CAPTIONS[index % len(CAPTIONS)], "woman", expression=SAMPLE_EXPRESSIONS[index % len(SAMPLE_EXPRESSIONS)])
+        name = f"synthetic-{index:04d}"
+        sample = Sample.of_prompt(name, f"00/{name}", prompt, landmarks.round(2).tolist(), person_mask=True)
         pixels = (reference.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
         write_sample(root, sample, image, mask, Image.fromarray(pixels), person_mask=mask)
     return root

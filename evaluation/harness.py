@@ -1,12 +1,11 @@
 """The paper's evaluation, one command per half: generate images, then score them.
 
-    python -m train.evaluate generate --subjects DIR --out RUN [--prompts FILE] [--images-per-prompt N]
-                                      [--checkpoint W | --baseline sd|untrained|fastcomposer] [--tiny]
-    python -m train.evaluate score --run RUN [--tiny]
+    python -m evaluation generate --subjects DIR --out RUN [--prompts FILE] [--images-per-prompt N]
+                                 [--checkpoint W | --baseline sd|untrained|fastcomposer] [--tiny]
+    python -m evaluation score --run RUN [--tiny]
 
 DIR holds one reference photo per subject and `subjects.json` ({"file name": "man" | "woman" | word}).
-The prompt file (default train/eval_prompts.json) maps group names to prompts with a `{subject}`
-placeholder ("multi" prompts use `{subject_a}` and `{subject_b}`). Protocols: single (every subject ×
+Prompts and protocols: evaluation/protocols.py. Protocols: single (every subject ×
 every accessory/style/action/context prompt × N images), expression (the 11 emotion words per subject), multi
 (every pair of subjects × the multi prompts; faces matched greedily, a pair scores its worse match).
 `--baseline fastcomposer` runs the paper's main baseline through the same pipeline (its published checkpoint,
@@ -23,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
@@ -34,71 +30,21 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from portrait.commands import CommandParser, positive_int
-from portrait.commands import run as run_command
+from portrait.defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from portrait.engine import ModelSource, load_pipeline
 from portrait.errors import OptionError, PortraitError
-from portrait.files import atomic_path
+from portrait.exits import CommandParser, positive_int
+from portrait.files import atomic_path, write_png, write_text
 from portrait.images import load_image
 from portrait.multi import Person, PortraitBoothPeoplePipeline
 from portrait.pipeline import PortraitBoothPipeline
-from portrait.prompts import EMOTION_WORDS, build_identity_prompt, build_subject_prompts
 
 from .metrics import MetricModels, geometric_mean, harmonic_mean, id_p, pair_score
+from .protocols import DEFAULT_PROMPTS, PROTOCOLS, Job, plan, prompt_text
 
-DEFAULT_PROMPTS = Path(__file__).with_name("eval_prompts.json")
-SINGLE_GROUPS = ("accessory", "style", "action", "context")
-PROTOCOLS = ("single", "expression", "multi")
+PROG = "python -m evaluation"
 SCORE_COLUMNS = ("file", "method", "protocol", "group", "subjects", "prompt", "seed", "id_pres", "clip_ti", "id_p",
                  "face_detected", "expression", "expression_coefficient")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Job:
-    """One image of the plan."""
-
-    protocol: str
-    group: str
-    subjects: tuple[str, ...]
-    template: str
-    prompt_index: int
-    image_index: int
-    expression: str | None = None
-
-    @property
-    def file(self) -> str:
-        who = "+".join(Path(name).stem for name in self.subjects)
-        return f"images/{self.protocol}/{who}/{self.group}-{self.prompt_index:02d}-{self.image_index}.png"
-
-
-def plan(run: dict) -> list[Job]:
-    subjects, prompts, count = list(run["subjects"]), run["prompts"], run["images_per_prompt"]
-    jobs = []
-    if "single" in run["protocols"]:
-        for name, group in itertools.product(subjects, SINGLE_GROUPS):
-            for p, template in enumerate(prompts.get(group, [])):
-                jobs += [Job("single", group, (name,), template, p, i) for i in range(count)]
-    if "expression" in run["protocols"]:
-        for name in subjects:
-            for p, emotion in enumerate(EMOTION_WORDS):
-                jobs += [Job("expression", "expression", (name,), "a photo of {subject}", p, i, emotion) for i in range(count)]
-    if "multi" in run["protocols"]:
-        for pair in itertools.combinations(subjects, 2):
-            for p, template in enumerate(prompts.get("multi", [])):
-                jobs += [Job("multi", "multi", pair, template, p, i) for i in range(count)]
-    return jobs
-
-
-def prompt_text(job: Job, words: dict[str, str]) -> tuple[str, list]:
-    """The final prompt text and its placed identity prompts (for our pipeline's arguments)."""
-    if job.protocol == "multi":
-        a, b = (words[name] for name in job.subjects)
-        text = job.template.format(subject_a=f"a {a}", subject_b=f"a {b}")
-        return (placed := build_subject_prompts(text, [a, b], [None, None]))[0].text, placed
-    word = words[job.subjects[0]]
-    placed = build_identity_prompt(job.template.format(subject=f"a {word}"), word, expression=job.expression)
-    return placed.text, [placed]
-
 
 # ------------------------------------------------------------------ generation
 def build_pipeline(args: argparse.Namespace) -> PortraitBoothPipeline:
@@ -141,7 +87,7 @@ def generate(args: argparse.Namespace) -> Path:
     run_file = out / "run.json"
     if run_file.exists() and json.loads(run_file.read_text()) != run:
         raise OptionError(f"{out} holds a run with other settings; use another --out or delete it")
-    run_file.write_text(json.dumps(run, indent=1))
+    write_text(run_file, json.dumps(run, indent=1))
     todo = [job for job in plan(run) if not (out / job.file).exists()]
     if not todo:
         print(f"all {len(plan(run))} images of {out} exist")
@@ -161,8 +107,7 @@ def generate(args: argparse.Namespace) -> Path:
             image = several(text, people, **common).images[0]
         else:
             image = pipe(text, face=faces[job.subjects[0]], identity_word=placed[0].identity_word, **common).images[0]
-        with atomic_path(out / job.file) as partial:
-            image.save(partial, format="PNG")
+        write_png(out / job.file, image)
     return out
 
 
@@ -189,7 +134,7 @@ def score(args: argparse.Namespace) -> list[dict]:
         writer = csv.DictWriter(handle, fieldnames=SCORE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "table.md").write_text(markdown_table(rows, run))
+    write_text(out / "table.md", scores_table(rows, run))
     return rows
 
 
@@ -214,7 +159,7 @@ def score_image(job: Job, run: dict, metrics: MetricModels, references: dict, ou
     }  # fmt: skip
 
 
-def markdown_table(rows: list[dict], run: dict) -> str:
+def scores_table(rows: list[dict], run: dict) -> str:
     lines = [
         f"Method: {run['method']}" + (f" ({run['checkpoint']})" if run.get("checkpoint") else "")
         + f"; {run['steps']} steps, guidance {run['guidance']}, seed {run['seed']}, {run['images_per_prompt']} image(s) per prompt.",
@@ -240,7 +185,7 @@ def markdown_table(rows: list[dict], run: dict) -> str:
 
 
 def main(argv: list[str] | None = None):
-    parser = CommandParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate")
     gen.add_argument("--subjects", required=True, type=Path)
@@ -254,10 +199,10 @@ def main(argv: list[str] | None = None):
         help="plain SD, our pipeline with an untrained STEA, or FastComposer's published weights in our pipeline",
     )  # fmt: skip
     gen.add_argument("--identity-model", default="fastcomposer", help="--baseline fastcomposer: its checkpoint (default: the hub's)")
-    gen.add_argument("--base", default="stable-diffusion-v1-5/stable-diffusion-v1-5")
+    gen.add_argument("--base", default=BASE_MODEL_ID)
     gen.add_argument("--protocols", default=",".join(PROTOCOLS))
-    gen.add_argument("--steps", type=positive_int, default=50)
-    gen.add_argument("--guidance", type=float, default=5.0)
+    gen.add_argument("--steps", type=positive_int, default=PAPER_STEPS)
+    gen.add_argument("--guidance", type=float, default=PAPER_GUIDANCE)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--tiny", action="store_true", help="tiny random models, offline")
     gen.add_argument("--weights-dir", type=Path)
@@ -272,6 +217,3 @@ def main(argv: list[str] | None = None):
     print((args.run / "table.md").read_text())
     return rows
 
-
-if __name__ == "__main__":
-    sys.exit(run_command(main, prog="python -m train.evaluate"))

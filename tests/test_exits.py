@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from portrait.commands import DEBUG_ENV, describe, run
 from portrait.errors import MissingWeightsError
+from portrait.exits import DEBUG_ENV, describe, run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ CASES = {
         ["-m", "train.train", "--config", "{root}/a_file", "--data", "{root}/empty", "--output-dir", "{root}/run"],
         "not a recipe",
     ),
-    "scoring a missing run": (["-m", "train.evaluate", "score", "--run", "{root}/norun", "--tiny"], "no such file or folder"),
+    "scoring a missing run": (["-m", "evaluation", "score", "--run", "{root}/norun", "--tiny"], "no such file or folder"),
     "parser weights missing, two workers": (
         ["-m", "train.prepare_celebvt", "--celebvt", "{root}/celebvt", "--out", "{root}/prepared", "--workers", "2", "--weights-dir", "{root}/empty"],
         "parsing_bisenet.pth",
