@@ -101,5 +101,5 @@ def test_the_selfie_as_face_and_control_picture_in_one_request(tiny_pipe, astron
     owner = object()
     CLAIMS.claim(owner, [photo])
     with one_request(owner):
-        gallery, info = service.generate(take(photo), "a photo of a woman", steps=1, control_image=photo, detailer=False)
+        gallery, _ = service.generate(take(photo), "a photo of a woman", steps=1, control_image=photo, detailer=False)
     assert len(gallery) == 1 and "canny control" in gallery[0][1] and not Path(photo).exists()

@@ -244,7 +244,8 @@ def delete_uploads_of_refused_requests(demo: gr.Blocks) -> None:
 
     @functools.wraps(process_events)
     async def process_in_one_request(events, *args, **kwargs):
-        reads = one_request(events[0].data) if len(events) == 1 else contextlib.nullcontext()  # no batched functions here
+        # One event per call: the app has no batched functions.
+        reads = one_request(events[0].data) if len(events) == 1 else contextlib.nullcontext()
         try:
             with reads:
                 return await process_events(events, *args, **kwargs)
@@ -276,8 +277,8 @@ def delete_uploads_of_refused_requests(demo: gr.Blocks) -> None:
         await clean_events(session_hash=session_hash, event_id=event_id)
         _release_dropped(queue, waiting)
 
-    queue.push, queue.remove_from_queue, queue.clean_events = push_and_claim, remove_and_release, clean_events_and_release
-    queue.process_events = process_in_one_request
+    queue.push, queue.process_events = push_and_claim, process_in_one_request
+    queue.remove_from_queue, queue.clean_events = remove_and_release, clean_events_and_release
 
 
 def _waiting(queue) -> list:
