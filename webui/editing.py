@@ -7,7 +7,6 @@ Both are read by the engine's own loader and deleted from disk in the same reque
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -22,7 +21,7 @@ from portrait.styles import NO_STYLE, styled
 from .adapters import NO_STYLE as NO_LORA
 from .errors import user_errors
 from .handlers import NO_EXPRESSION, PortraitService, Sampling, chosen_expression, chosen_word
-from .uploads import delete_if_uploaded
+from .uploads import discard
 
 REGIONS = {"The face in my photo": FACE_REGION, "Where I painted": "painted", "The whole photo (restyle)": None}
 
@@ -36,7 +35,7 @@ class PhotoEdits:
     @user_errors
     def edit(
         self,
-        photo: dict | None,  # first: its editor reads the file before the selfie's upload is taken (it may be the same file)
+        photo: dict | None,  # may name the selfie's own file: a request reads each file once (webui/uploads.py)
         face: str | bytes | None,
         prompt: str,
         region: str = "The face in my photo",
@@ -94,7 +93,7 @@ class PhotoEdits:
         finally:
             for path in (photo.get("composite"), *layers):  # the editor's own copies: not kept either
                 if isinstance(path, str):
-                    delete_if_uploaded(Path(path))
+                    discard(path)
 
 
 def painted_area(layer: str | bytes, size: tuple[int, int]) -> np.ndarray | None:

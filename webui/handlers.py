@@ -164,7 +164,8 @@ class PortraitService:
         """The upload's face, encoded and remembered, with its analysis when the photo came with this request
         (the photo itself is gone when the request ends); None when the bytes are neither here nor remembered."""
         deadline = time.monotonic() + ARRIVAL_SECONDS
-        while upload.data is None:  # the file is not here: remembered already, still arriving, or taken by a request still reading it
+        # No file: an earlier request naming it (the face preview) read it, and remembers, or soon will, its encoding.
+        while upload.data is None:
             entry = self.faces.get(upload.key)
             if isinstance(entry, RefusedPhoto):
                 raise entry.error()  # this upload failed before: never fall back to an older photo
