@@ -196,5 +196,5 @@ def build_random_components(preset: str = "tiny", seed: int = 0) -> dict:
         unet=unet.eval(),
         scheduler=PNDMScheduler(**SD15_SCHEDULE),
         stea=stea.eval(),
-        identity_encoder=identity_encoder.eval(),
+        fusion_encoder=identity_encoder.eval(),  # φ: what STEA fuses in every preset
     )

@@ -244,7 +244,7 @@ class Experiment:
         if (folder / "config.json").is_file():
             return ""
         data = self.training_frames
-        encoder = self.components()["identity_encoder"]
+        encoder = self.components()["fusion_encoder"]  # the preset's φ
         crops = torch.cat([data["crops"], align_faces((data["frames"] + 1) / 2, data["landmarks"])])
         schedule = dataclasses.replace(self.scale.recognizer, seed=self.seed)
         accuracy = train_recognizer(encoder, crops, torch.cat([data["person"], data["person"]]), schedule)
@@ -258,7 +258,7 @@ class Experiment:
             return ""
         components = self.components()
         components["vae"] = AutoencoderKL.from_pretrained(self.standins / "vae")
-        components["identity_encoder"] = IdentityEncoder.from_pretrained(self.standins / "identity_encoder")
+        components["fusion_encoder"] = IdentityEncoder.from_pretrained(self.standins / "identity_encoder")  # φ
         PortraitBoothPipeline(**components).save_pretrained(self.standins)
         return ""
 
