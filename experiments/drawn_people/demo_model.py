@@ -35,7 +35,9 @@ from portrait.exits import run as run_command
 from portrait.files import atomic_path, write_text
 from portrait.pipeline import PortraitBoothPipeline
 
-from .runner import FULL, QUICK, RECIPE, Experiment, Scale, Stages, _quiet
+from .runner import FULL, QUICK
+from .stages import RECIPE, Experiment, Scale
+from .workers import Stages, _quiet
 from .world import TRAITS, DrawnPeopleConfig, draw_frame, split_people
 
 PROG = "python -m experiments.drawn_people.demo_model"
