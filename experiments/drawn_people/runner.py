@@ -54,7 +54,7 @@ from .heldout import PAIR_MODES, EvalSettings, heldout_people
 from .report import GRID_COLUMNS, aggregate, markdown_tables, picture_grid
 from .stages import ABLATIONS, RECIPE, REPO, ROWS, RUNS, Experiment, Scale, run_overrides
 from .standins import Schedule
-from .workers import Stages, _quiet
+from .workers import Stages, quiet
 from .world import DrawnPeopleConfig
 
 __all__ = ["FULL", "QUICK", "RECIPE", "ROWS", "RUNS", "PROG", "claim", "fingerprint", "main", "run", "run_overrides"]
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1), help="stages run side by side")
     parser.add_argument("--validation", action="store_true", help="judge the validation people (for choosing settings), not the test people")
     args = parser.parse_args(argv)
-    _quiet()
+    quiet()
     scale = QUICK if args.quick else FULL
     out = args.out or Path("out") / ("drawn-people-quick" if args.quick else "drawn-people")
     results = run(out, scale, args.seeds or scale.seeds, args.workers, args.validation)

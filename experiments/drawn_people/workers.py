@@ -16,7 +16,7 @@ from .stages import Experiment
 
 def _worker_setup(threads: int) -> None:
     torch.set_num_threads(threads)
-    _quiet()
+    quiet()
 
 
 def _stage(experiment: Experiment, method: str, args: tuple) -> tuple[str | None, float]:
@@ -76,7 +76,7 @@ class Stages:
         self.seconds["_".join((f"seed{experiment.seed}", method, *map(str, args)))] = elapsed
 
 
-def _quiet() -> None:
+def quiet() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("diffusers", "train", "portrait", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
