@@ -384,6 +384,6 @@ def _check_dimensions(text_encoder, stea: STEA, fusion_encoder: IdentityEncoder)
         raise ValueError(f"STEA expects {stea.config.text_dim}-d text features; the text encoder gives {text_dim}")
     if stea.config.identity_dim != fusion_encoder.feature_dim:
         raise ValueError(
-            f"STEA expects {stea.config.identity_dim}-d identity features ({stea.config.identity_encoder}, "
+            f"STEA expects {stea.config.identity_dim}-d identity features ({stea.config.fusion_encoder}, "
             f"{stea.config.feature_layer}); the fusion encoder gives {fusion_encoder.feature_dim}"
         )

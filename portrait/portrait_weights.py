@@ -174,15 +174,15 @@ def _fusion_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir
     """The encoder `stea` was trained with: the saved pipeline's own (`folder`) when it is that
     architecture, else loaded by its name (third-party checkpoint, or CLIP); set to the feature STEA fuses."""
     config = stea.config
-    if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.identity_encoder:
+    if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.fusion_encoder:
         return _matching(_saved_encoder(folder, dtype), stea)
-    encoder = load_identity_encoder(config.identity_encoder, config.feature_layer, checkpoint, weights_dir)
+    encoder = load_identity_encoder(config.fusion_encoder, config.feature_layer, checkpoint, weights_dir)
     return encoder.to(dtype) if dtype else encoder
 
 
 def _matching(encoder, stea: STEA):
     """`encoder` giving the feature `stea` fuses, when it is the architecture `stea` was trained with; else None."""
-    if encoder.config.architecture != stea.config.identity_encoder:
+    if encoder.config.architecture != stea.config.fusion_encoder:
         return None
     return _with_feature_layer(encoder, stea.config.feature_layer)
 
@@ -204,4 +204,4 @@ def _untrained_stea(base: Path, identity_encoder: str) -> STEA:
 
     text_dim = CLIPTextConfig.from_pretrained(base / "text_encoder").hidden_size
     preset = IDENTITY_ENCODERS[identity_encoder]
-    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim, identity_encoder=identity_encoder)
+    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim, fusion_encoder=identity_encoder)

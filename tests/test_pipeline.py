@@ -151,9 +151,13 @@ def test_folders_saved_before_the_fusion_encoder_had_its_name_load(tiny_pipe, as
     index = json.loads((tmp_path / "old" / "model_index.json").read_text())
     index["identity_encoder"] = index.pop("fusion_encoder")
     (tmp_path / "old" / "model_index.json").write_text(json.dumps(index))
+    stea_config = json.loads((tmp_path / "old" / "stea" / "config.json").read_text())
+    stea_config["identity_encoder"] = stea_config.pop("fusion_encoder")  # "tiny", not STEA's default
+    (tmp_path / "old" / "stea" / "config.json").write_text(json.dumps(stea_config))
     loaded = PortraitBoothPipeline.from_pretrained(tmp_path / "old")
     loaded.set_progress_bar_config(disable=True)
     assert "identity_encoder" not in PortraitBoothPipeline.load_config(tmp_path / "old")  # diffusers would ignore it, warning
+    assert loaded.stea.config.fusion_encoder == "tiny" and "identity_encoder" not in loaded.stea.config
     saved = tiny_pipe.fusion_encoder.state_dict()
     assert all(torch.equal(value, saved[key]) for key, value in loaded.fusion_encoder.state_dict().items())
     assert_same_as_the_original(loaded, tiny_pipe, astronaut_face)

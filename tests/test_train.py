@@ -120,7 +120,7 @@ def test_without_stea_ablation_fuses_clip_features_and_can_train_them(tmp_path, 
     frozen = main(["--config", str(write_config(tmp_path, fusion_encoder="clip_tiny")), "--data", str(data),
                    "--output-dir", str(tmp_path / "frozen"), "--max-steps", "2"])  # fmt: skip
     config = yaml.safe_load((frozen / "stea" / "config.json").read_text())
-    assert config["identity_encoder"] == "clip_tiny" and config["identity_dim"] == 32
+    assert config["fusion_encoder"] == "clip_tiny" and config["identity_dim"] == 32
     assert sorted(p.name for p in frozen.iterdir()) == ["stea", "unet"]  # a frozen encoder is not saved again
     trained = main(["--config", str(write_config(tmp_path, fusion_encoder="clip_tiny", train_fusion_encoder=True)),
                     "--data", str(data), "--output-dir", str(tmp_path / "trained"), "--max-steps", "2"])  # fmt: skip

@@ -99,7 +99,7 @@ def build_models(config: TrainConfig) -> Models:
     stea = STEA.from_config(
         pipe.stea.config,
         identity_dim=fusion_encoder.feature_dim,
-        identity_encoder=fusion_encoder.config.architecture,
+        fusion_encoder=fusion_encoder.config.architecture,
         feature_layer=fusion_encoder.config.feature_layer,
         identity_words=tuple(config.identity_words),
         emotion_words=tuple(config.emotion_words),
