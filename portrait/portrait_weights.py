@@ -28,7 +28,7 @@ from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 
 from .defaults import BASE_MODEL_ID, DEFAULT_IDENTITY_ENCODER
 from .errors import MissingWeightsError
-from .identity import ClipImageEncoder, load_identity_encoder
+from .identity import ClipImageEncoder, load_fusion_encoder
 from .identity.encoder import IdentityEncoder
 from .identity.fastcomposer_image import FastComposerImageEncoder
 from .loading import resolve_pretrained
@@ -176,7 +176,7 @@ def _fusion_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir
     config = stea.config
     if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.fusion_encoder:
         return _matching(_saved_encoder(folder, dtype), stea)
-    encoder = load_identity_encoder(config.fusion_encoder, config.feature_layer, checkpoint, weights_dir)
+    encoder = load_fusion_encoder(config.fusion_encoder, config.feature_layer, checkpoint, weights_dir)
     return encoder.to(dtype) if dtype else encoder
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from .prompts import EMOTION_WORDS, IDENTITY_WORDS
 from .stea import FusionEncoderConfig, replace_tokens
 
-FASTCOMPOSER_ENCODER = "fastcomposer_clip_vit_l14"  # the identity encoder it reads: CLIP image embedding of a face crop
+FASTCOMPOSER_ENCODER = "fastcomposer_clip_vit_l14"  # the encoder it fuses: CLIP image embedding of a face crop
 DEMO_ALPHA = 0.75  # their Gradio demo's default share of the steps that carry the face
 
 

@@ -32,7 +32,7 @@ from portrait.exits import CommandParser, positive_int
 from portrait.exits import run as run_command
 from portrait.fastcomposer import load_fastcomposer_unet
 from portrait.files import write_png, write_text
-from portrait.identity import load_identity_encoder
+from portrait.identity import load_fusion_encoder
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 from portrait.stea import STEA
@@ -94,7 +94,7 @@ def build_models(config: TrainConfig) -> Models:
     if config.init_unet_from:  # not the paper's recipe: a warm start from FastComposer's fine-tuned UNet
         load_fastcomposer_unet(pipe.unet, config.init_unet_from)
     loss_encoder = pipe.fusion_encoder  # φ (config.identity_encoder), which the untrained STEA loaded here fuses
-    fusion_encoder = load_identity_encoder(config.fusion_encoder) if config.fusion_encoder else loss_encoder
+    fusion_encoder = load_fusion_encoder(config.fusion_encoder) if config.fusion_encoder else loss_encoder
     torch.manual_seed(config.seed)  # STEA's first layer starts from the recipe's seed
     stea = STEA.from_config(
         pipe.stea.config,
