@@ -4,7 +4,7 @@ FastComposer (mit-han-lab/fastcomposer, MIT licence) is Stable Diffusion 1.5 wit
 text encoder, CLIP ViT-L/14's vision tower and a fusion module; its one file `pytorch_model.bin` is the
 state dict of their `FastComposerModel`, with key groups `unet.`, `vae.`, `text_encoder.` (embeddings,
 encoder, final_layer_norm), `image_encoder.` (vision_model, visual_projection) and `postfuse_module.`
-(mlp1, mlp2, layer_norm). Here those become the pipeline's `unet`, `text_encoder`, `identity_encoder`
+(mlp1, mlp2, layer_norm). Here those become the pipeline's `unet`, `text_encoder`, `fusion_encoder`
 (`FastComposerImageEncoder`) and `stea` (`FastComposerFusion`) slots; the load is strict: every key is
 used or named as ignored in one logged line, and a key or shape that does not fit is one error naming it.
 
@@ -47,7 +47,7 @@ VISION_PREFIX = "image_encoder.vision_model."
 KEY_GROUPS = {
     "unet.": ("unet", "", None),
     "text_encoder.": ("text_encoder", "", ("embeddings.", "encoder.", "final_layer_norm.")),  # "text_model." before transformers 5
-    "image_encoder.": ("identity_encoder", "vision.", ("vision_model.", "visual_projection.")),
+    "image_encoder.": ("fusion_encoder", "vision.", ("vision_model.", "visual_projection.")),
     "postfuse_module.": ("stea", "", ("mlp1.", "mlp2.", "layer_norm.")),
 }
 IGNORED_GROUPS = {"vae.": "SD 1.5's VAE, frozen in their training; the base's is used, as their inference does"}
@@ -153,7 +153,7 @@ def fastcomposer_modules(
     tokenizer: CLIPTokenizer,
     source: str = "checkpoint",
 ) -> tuple[dict, LoadReport]:
-    """The pipeline modules a FastComposer state dict fills (unet, text_encoder, tokenizer, identity_encoder,
+    """The pipeline modules a FastComposer state dict fills (unet, text_encoder, tokenizer, fusion_encoder,
     stea), built for the base's configs; raises `DataError` naming the first key or shape that does not fit."""
     report = LoadReport()
     rows = _embedding_rows(state, source)
@@ -171,7 +171,7 @@ def fastcomposer_modules(
     modules = {
         "unet": UNet2DConditionModel.from_config(unet_config),
         "text_encoder": CLIPTextModel(CLIPTextConfig(**{**text_config.to_dict(), "vocab_size": len(tokenizer)})),
-        "identity_encoder": FastComposerImageEncoder(FASTCOMPOSER_ENCODER, vision_config),
+        "fusion_encoder": FastComposerImageEncoder(FASTCOMPOSER_ENCODER, vision_config),
         "stea": FastComposerFusion(text_dim=text_dim, identity_dim=vision_config["projection_dim"]),
     }
     pieces = _split(state, modules, report, source)

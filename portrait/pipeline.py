@@ -64,7 +64,10 @@ class PortraitBoothPipelineOutput(BaseOutput):
 
 
 class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
-    model_cpu_offload_seq = "text_encoder->identity_encoder->stea->unet->vae"
+    """Stable Diffusion with STEA; `fusion_encoder` is the encoder whose face feature STEA fuses: φ in the
+    paper's recipe, CLIP's image encoder in the w/o-STEA ablation, FastComposer's for FastComposer."""
+
+    model_cpu_offload_seq = "text_encoder->fusion_encoder->stea->unet->vae"
 
     def __init__(
         self,
@@ -74,7 +77,7 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
         unet: UNet2DConditionModel,
         scheduler: KarrasDiffusionSchedulers,
         stea: STEA | FastComposerFusion,
-        identity_encoder: IdentityEncoder | ClipImageEncoder,
+        fusion_encoder: IdentityEncoder | ClipImageEncoder,
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
@@ -91,8 +94,8 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
             image_encoder=image_encoder,
             requires_safety_checker=requires_safety_checker,
         )
-        self.register_modules(stea=stea, identity_encoder=identity_encoder)
-        _check_dimensions(text_encoder, stea, identity_encoder)
+        self.register_modules(stea=stea, fusion_encoder=fusion_encoder)
+        _check_dimensions(text_encoder, stea, fusion_encoder)
         self.face_analyzer: FaceAnalyzer | None = None  # built on first use unless set
         self.watermark = False  # mark every picture as generated (portrait/provenance.py); the loader turns it on
 
@@ -112,7 +115,7 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
     def as_diffusers(self, kind: type[DiffusionPipeline], **modules) -> DiffusionPipeline:
         """A diffusers Stable Diffusion pipeline of `kind` (plain, img2img, inpainting, ...) sharing these modules
         but for `modules`; it takes this pipeline's identity condition as `prompt_embeds`."""
-        components = {name: module for name, module in self.components.items() if name not in ("stea", "identity_encoder")}
+        components = {name: module for name, module in self.components.items() if name not in ("stea", "fusion_encoder")}
         pipe = kind(**{**components, **modules}, requires_safety_checker=False)
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return pipe
@@ -133,7 +136,7 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
             raise NoFaceError("No reference photo was given")
         analyzer = self._face_analyzer()
         analyses = [item if isinstance(item, FaceAnalysis) else analyzer.analyze(item) for item in items]
-        encoder = self.identity_encoder
+        encoder = self.fusion_encoder
         pixels = torch.stack([encoder_input(encoder, analysis) for analysis in analyses]).to(self._execution_device, encoder.dtype)
         with torch.no_grad():
             identity = encoder(pixels)
@@ -375,12 +378,12 @@ def _with_identity_switch(
     return callback, list(dict.fromkeys(user_inputs + ["prompt_embeds"]))
 
 
-def _check_dimensions(text_encoder, stea: STEA, identity_encoder: IdentityEncoder) -> None:
+def _check_dimensions(text_encoder, stea: STEA, fusion_encoder: IdentityEncoder) -> None:
     text_dim = text_encoder.config.hidden_size
     if stea.config.text_dim != text_dim:
         raise ValueError(f"STEA expects {stea.config.text_dim}-d text features; the text encoder gives {text_dim}")
-    if stea.config.identity_dim != identity_encoder.feature_dim:
+    if stea.config.identity_dim != fusion_encoder.feature_dim:
         raise ValueError(
-            f"STEA expects {stea.config.identity_dim}-d identity features ({stea.config.identity_encoder}, "
-            f"{stea.config.feature_layer}); the identity encoder gives {identity_encoder.feature_dim}"
+            f"STEA expects {stea.config.identity_dim}-d identity features ({stea.config.fusion_encoder}, "
+            f"{stea.config.feature_layer}); the fusion encoder gives {fusion_encoder.feature_dim}"
         )

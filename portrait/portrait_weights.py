@@ -5,7 +5,10 @@ A PortraitBooth weights folder, as training (train/checkpoints.py) and `save_por
     stea/              the trained STEA (always)
     unet/              the fine-tuned UNet, or
     unet_lora/         its LoRA (diffusers' format), fused into the base UNet on loading
-    identity_encoder/  the fused encoder, only when training changed it (the w/o-STEA ablation's CLIP)
+    fusion_encoder/    the encoder STEA fuses, only when training changed it (the w/o-STEA ablation's CLIP)
+
+A whole saved pipeline (`save_pretrained`) holds `fusion_encoder/` always. Folders saved before it had that
+name call it `identity_encoder/` (also in model_index.json); they load as they are (`fusion_folder`, `load_config`).
 
 `from_pretrained` loads a base with such a folder on top (or a saved whole pipeline); `with_portrait_weights`
 puts one onto modules already loaded (random presets). portrait/engine.py's `load_pipeline` calls both.
@@ -25,7 +28,7 @@ from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 
 from .defaults import BASE_MODEL_ID, DEFAULT_IDENTITY_ENCODER
 from .errors import MissingWeightsError
-from .identity import ClipImageEncoder, load_identity_encoder
+from .identity import ClipImageEncoder, load_fusion_encoder
 from .identity.encoder import IdentityEncoder
 from .identity.fastcomposer_image import FastComposerImageEncoder
 from .loading import resolve_pretrained
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STEA_FOLDER, UNET_FOLDER, ENCODER_FOLDER = "stea", "unet", "identity_encoder"
+STEA_FOLDER, UNET_FOLDER, FUSION_FOLDER = "stea", "unet", "fusion_encoder"
+LEGACY_FUSION_FOLDER = "identity_encoder"  # FUSION_FOLDER's name in folders saved before it was renamed
 # A UNet trained as a LoRA (train/memory.py): diffusers' LoRA file, fused into the base UNet on loading.
 UNET_LORA_FOLDER, LORA_FILE = "unet_lora", "pytorch_lora_weights.safetensors"
 
@@ -75,9 +79,11 @@ class PortraitWeightsMixin:
             kwargs.setdefault("safety_checker", None)  # not part of the paper's recipe; not downloaded
             kwargs.setdefault("feature_extractor", None)
             kwargs.setdefault("requires_safety_checker", False)
-        if "stea" in kwargs and "identity_encoder" not in kwargs:
-            folder = base / ENCODER_FOLDER if is_portrait_folder else None
-            kwargs["identity_encoder"] = _identity_encoder_for(kwargs["stea"], folder, identity_checkpoint, weights_dir, dtype)
+        if "stea" in kwargs and "fusion_encoder" not in kwargs:
+            folder = fusion_folder(base) if is_portrait_folder else None
+            kwargs["fusion_encoder"] = _fusion_encoder_for(kwargs["stea"], folder, identity_checkpoint, weights_dir, dtype)
+        if is_portrait_folder and "fusion_encoder" not in kwargs and fusion_folder(base).name == LEGACY_FUSION_FOLDER:
+            kwargs["fusion_encoder"] = _saved_encoder(fusion_folder(base), dtype)  # diffusers would look in fusion_encoder/
         pipe = super().from_pretrained(base, **kwargs)
         if portrait_weights is not None and (Path(portrait_weights) / UNET_LORA_FOLDER).is_dir():
             fuse_unet_lora(pipe.unet, Path(portrait_weights))  # a UNet of its own, just loaded
@@ -87,21 +93,31 @@ class PortraitWeightsMixin:
             logger.warning("STEA is untrained: images will not carry the reference identity (plain Stable Diffusion).")
         return pipe
 
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """diffusers' reading of a config; a model_index.json saved before `fusion_encoder` had that name says
+        `identity_encoder`: read as `fusion_encoder`, which `from_pretrained` loads from the old folder."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if LEGACY_FUSION_FOLDER in config:
+            config.setdefault("fusion_encoder", config.pop(LEGACY_FUSION_FOLDER))
+        return loaded
+
     def with_portrait_weights(self, folder: str | os.PathLike) -> "PortraitBoothPipeline":
         """These modules with trained STEA (and UNet) weights from `folder`, φ set to the feature STEA fuses."""
         modules = portrait_modules(Path(folder), self.unet.dtype)
         if (Path(folder) / UNET_LORA_FOLDER).is_dir():  # fused into a copy: this pipeline's UNet stays as it is
             modules["unet"] = fuse_unet_lora(modules.get("unet") or pycopy.deepcopy(self.unet), Path(folder))
-        if "identity_encoder" not in modules:
+        if "fusion_encoder" not in modules:
             stea = modules["stea"]
-            modules["identity_encoder"] = _matching(self.identity_encoder, stea) or _identity_encoder_for(stea, None, None, None, None)
+            modules["fusion_encoder"] = _matching(self.fusion_encoder, stea) or _fusion_encoder_for(stea, None, None, None, None)
         return self.with_modules(**modules).to(self.device)
 
     def with_untrained_stea(self, feature_layer: str | None = None) -> "PortraitBoothPipeline":
         """A zero-residual STEA (exactly plain Stable Diffusion) fusing φ's `feature_layer` (default: as now)."""
-        encoder = _with_feature_layer(self.identity_encoder, feature_layer or self.stea.config.feature_layer)
+        encoder = _with_feature_layer(self.fusion_encoder, feature_layer or self.stea.config.feature_layer)
         stea = STEA.from_config(self.stea.config, identity_dim=encoder.feature_dim, feature_layer=encoder.config.feature_layer)
-        return self.with_modules(stea=stea.to(self.device, self.stea.dtype), identity_encoder=encoder)
+        return self.with_modules(stea=stea.to(self.device, self.stea.dtype), fusion_encoder=encoder)
 
     def save_portrait_weights(self, folder: str | os.PathLike) -> None:
         """Write what PortraitBooth training changes (UNet and STEA), as safetensors with their configs."""
@@ -113,7 +129,7 @@ def part_folder(model: torch.nn.Module) -> str:
     """The folder of a PortraitBooth weights folder that holds `model` (training's checkpoints use the same)."""
     if isinstance(model, STEA):
         return STEA_FOLDER
-    return UNET_FOLDER if isinstance(model, UNet2DConditionModel) else ENCODER_FOLDER
+    return UNET_FOLDER if isinstance(model, UNet2DConditionModel) else FUSION_FOLDER
 
 
 def portrait_modules(folder: Path, dtype: torch.dtype | None = None) -> dict:
@@ -124,9 +140,16 @@ def portrait_modules(folder: Path, dtype: torch.dtype | None = None) -> dict:
     modules = {"stea": STEA.from_pretrained(folder / STEA_FOLDER, dtype=dtype)}
     if (folder / UNET_FOLDER).is_dir():
         modules["unet"] = UNet2DConditionModel.from_pretrained(folder / UNET_FOLDER, dtype=dtype)
-    if (folder / ENCODER_FOLDER).is_dir():
-        modules["identity_encoder"] = _saved_encoder(folder / ENCODER_FOLDER, dtype)
+    if fusion_folder(folder).is_dir():
+        modules["fusion_encoder"] = _saved_encoder(fusion_folder(folder), dtype)
     return modules
+
+
+def fusion_folder(folder: Path) -> Path:
+    """Where `folder` (weights or a saved pipeline) keeps the encoder STEA fuses: `fusion_encoder/`, or
+    `identity_encoder/` in a folder saved before that name."""
+    legacy = folder / LEGACY_FUSION_FOLDER
+    return legacy if legacy.is_dir() and not (folder / FUSION_FOLDER).is_dir() else folder / FUSION_FOLDER
 
 
 def fuse_unet_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
@@ -147,19 +170,19 @@ def _saved_encoder(folder: Path, dtype: torch.dtype | None) -> IdentityEncoder |
     return encoder_class.from_pretrained(folder, dtype=dtype).eval()
 
 
-def _identity_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype) -> IdentityEncoder | ClipImageEncoder:
-    """The encoder `stea` was trained with: the saved pipeline's own φ (`folder`) when it is that
+def _fusion_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype) -> IdentityEncoder | ClipImageEncoder:
+    """The encoder `stea` was trained with: the saved pipeline's own (`folder`) when it is that
     architecture, else loaded by its name (third-party checkpoint, or CLIP); set to the feature STEA fuses."""
     config = stea.config
-    if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.identity_encoder:
+    if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.fusion_encoder:
         return _matching(_saved_encoder(folder, dtype), stea)
-    encoder = load_identity_encoder(config.identity_encoder, config.feature_layer, checkpoint, weights_dir)
+    encoder = load_fusion_encoder(config.fusion_encoder, config.feature_layer, checkpoint, weights_dir)
     return encoder.to(dtype) if dtype else encoder
 
 
 def _matching(encoder, stea: STEA):
     """`encoder` giving the feature `stea` fuses, when it is the architecture `stea` was trained with; else None."""
-    if encoder.config.architecture != stea.config.identity_encoder:
+    if encoder.config.architecture != stea.config.fusion_encoder:
         return None
     return _with_feature_layer(encoder, stea.config.feature_layer)
 
@@ -181,4 +204,4 @@ def _untrained_stea(base: Path, identity_encoder: str) -> STEA:
 
     text_dim = CLIPTextConfig.from_pretrained(base / "text_encoder").hidden_size
     preset = IDENTITY_ENCODERS[identity_encoder]
-    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim, identity_encoder=identity_encoder)
+    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim, fusion_encoder=identity_encoder)

@@ -23,9 +23,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .prompts import EMOTION_WORDS, IDENTITY_WORDS
-from .stea import replace_tokens
+from .stea import FusionEncoderConfig, replace_tokens
 
-FASTCOMPOSER_ENCODER = "fastcomposer_clip_vit_l14"  # the identity encoder it reads: CLIP image embedding of a face crop
+FASTCOMPOSER_ENCODER = "fastcomposer_clip_vit_l14"  # the encoder it fuses: CLIP image embedding of a face crop
 DEMO_ALPHA = 0.75  # their Gradio demo's default share of the steps that carry the face
 
 
@@ -47,7 +47,7 @@ class PostfuseMLP(nn.Module):
         return out + x if self.residual else out
 
 
-class FastComposerFusion(ModelMixin, ConfigMixin):
+class FastComposerFusion(FusionEncoderConfig, ModelMixin, ConfigMixin):
     config_name = "config.json"
     default_people_mode = "one-pass"  # FastComposer puts every face into one prompt and one UNet pass
 
@@ -56,7 +56,7 @@ class FastComposerFusion(ModelMixin, ConfigMixin):
         self,
         text_dim: int = 768,
         identity_dim: int = 768,
-        identity_encoder: str = FASTCOMPOSER_ENCODER,
+        fusion_encoder: str = FASTCOMPOSER_ENCODER,
         feature_layer: str = "embedding",
         alpha: float = DEMO_ALPHA,
         identity_words: tuple[str, ...] = IDENTITY_WORDS,

@@ -185,7 +185,7 @@ def build_random_components(preset: str = "tiny", seed: int = 0) -> dict:
             text_dim=text_dim,
             identity_dim=identity_encoder.feature_dim,
             hidden_dim=text_dim,
-            identity_encoder=config.identity_encoder,
+            fusion_encoder=config.identity_encoder,
             feature_layer=identity_encoder.config.feature_layer,
         )
         stea.fc2.reset_parameters()  # random like everything else here, so that faces change images
@@ -196,5 +196,5 @@ def build_random_components(preset: str = "tiny", seed: int = 0) -> dict:
         unet=unet.eval(),
         scheduler=PNDMScheduler(**SD15_SCHEDULE),
         stea=stea.eval(),
-        identity_encoder=identity_encoder.eval(),
+        fusion_encoder=identity_encoder.eval(),  # φ: what STEA fuses in every preset
     )

@@ -4,7 +4,8 @@ c_i = ψ(w_i) for every token except the identity token, where
 c_i = ψ(w_i) + MLP(LayerNorm([ψ(w_i) ‖ φ(f)])).
 The last Linear starts at zero, so an untrained STEA returns the text condition unchanged and the
 pipeline is exactly Stable Diffusion. Its config doubles as the PortraitBooth weights' description:
-which identity encoder and feature layer it was trained on, and its identity and emotion words.
+which encoder's feature it fuses (`fusion_encoder`: φ, or CLIP in the w/o-STEA ablation) and which
+layer of it, and its identity and emotion words.
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ from .prompts import EMOTION_WORDS, IDENTITY_WORDS
 NO_IDENTITY = -1  # token index of a sample that gets no face (text-only / unconditional)
 
 
-class STEA(ModelMixin, ConfigMixin):
+class FusionEncoderConfig:
+    """Reads configs saved when `fusion_encoder` was called `identity_encoder` (STEA's and FastComposer's fusion)."""
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        if "identity_encoder" in config_dict and "fusion_encoder" not in config_dict:
+            config_dict = {("fusion_encoder" if key == "identity_encoder" else key): value for key, value in config_dict.items()}
+        return super().extract_init_dict(config_dict, **kwargs)
+
+
+class STEA(FusionEncoderConfig, ModelMixin, ConfigMixin):
     config_name = "config.json"
 
     @register_to_config
@@ -31,7 +42,7 @@ class STEA(ModelMixin, ConfigMixin):
         text_dim: int = 768,
         identity_dim: int = 512,
         hidden_dim: int = 768,
-        identity_encoder: str = DEFAULT_IDENTITY_ENCODER,
+        fusion_encoder: str = DEFAULT_IDENTITY_ENCODER,
         feature_layer: str = "stage4",
         identity_words: tuple[str, ...] = IDENTITY_WORDS,
         emotion_words: tuple[str, ...] = EMOTION_WORDS,

@@ -70,7 +70,7 @@ def test_every_key_group_of_their_checkpoint_is_used_or_named(extra_token_row, c
     loaded = {
         "unet.": pipe.unet.state_dict(),
         "text_encoder.": pipe.text_encoder.state_dict(),
-        "image_encoder.": {key.removeprefix("vision."): value for key, value in pipe.identity_encoder.state_dict().items()},
+        "image_encoder.": {key.removeprefix("vision."): value for key, value in pipe.fusion_encoder.state_dict().items()},
         "postfuse_module.": pipe.stea.state_dict(),
     }
     for key, value in state.items():
@@ -193,10 +193,10 @@ def test_the_reference_is_prepared_as_their_inference_does():
 
 def test_faces_are_encoded_from_their_crop_with_clip(fc_pipe, astronaut, fc_faces):
     analysis = fc_faces[0].analyses[0]
-    crop = fc_pipe.identity_encoder.reference_pixels(analysis)
+    crop = fc_pipe.fusion_encoder.reference_pixels(analysis)
     assert crop.shape == (3, TINY_VISION["image_size"], TINY_VISION["image_size"])
     with torch.no_grad():
-        direct = fc_pipe.identity_encoder(crop[None]).features
+        direct = fc_pipe.fusion_encoder(crop[None]).features
     torch.testing.assert_close(fc_faces[0].features, direct)
     assert fc_faces[0].features.shape == (1, TINY_VISION["projection_dim"])
 
@@ -248,7 +248,7 @@ def test_convert_writes_a_folder_that_loads_offline_with_the_same_weights(checkp
     assert json.loads((out / "model_index.json").read_text())["stea"][1] == "FastComposerFusion"
     for source in (ModelSource(base=str(out)), ModelSource(base="tiny", identity_model=str(out), safety_checker=False)):
         again = load_pipeline(source)
-        for name in ("unet", "text_encoder", "stea", "identity_encoder"):
+        for name in ("unet", "text_encoder", "stea", "fusion_encoder"):
             ours, theirs = getattr(again, name).state_dict(), getattr(fc_pipe, name).state_dict()
             assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
     assert again.stea.config.alpha == 0.75 and "FastComposer" in identity_model_line(again)

@@ -153,13 +153,13 @@ def test_lora_recipe_trains_and_its_weights_load_into_the_pipeline(tmp_path, dat
                     generator=torch.Generator().manual_seed(0)).images  # fmt: skip
 
     before = picture(base)
-    only_stea = base.with_modules(stea=trained.stea, identity_encoder=trained.identity_encoder)
+    only_stea = base.with_modules(stea=trained.stea, fusion_encoder=trained.fusion_encoder)
     assert largest_difference(picture(trained), picture(only_stea)) > CHANGED  # the LoRA changes the output
     assert largest_difference(picture(base), before) < SAME  # the base pipeline's own UNet is untouched
     # Through from_pretrained (a saved base folder), as the CLI and the app load weights: the same UNet.
     base.as_plain_pipeline().save_pretrained(tmp_path / "base")
     loaded = PortraitBoothPipeline.from_pretrained(
-        tmp_path / "base", portrait_weights=final, identity_encoder=base.identity_encoder
+        tmp_path / "base", portrait_weights=final, fusion_encoder=base.fusion_encoder
     )
     for key, value in loaded.unet.state_dict().items():
         torch.testing.assert_close(value, trained.unet.state_dict()[key])

@@ -7,6 +7,7 @@ from PIL import ImageOps
 
 from portrait.errors import MissingWeightsError, NoFaceError, OptionError
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
+from portrait.portrait_weights import portrait_modules
 
 from helpers import CHANGED, SAME, as_array, largest_difference, seeded
 
@@ -125,7 +126,7 @@ def test_prompt_without_identity_word_is_prefixed(tiny_pipe, astronaut_face):
 def test_save_pretrained_round_trip(tiny_pipe, astronaut_face, tmp_path):
     tiny_pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["stea"][1] == "STEA" and index["identity_encoder"][1] == "IdentityEncoder"
+    assert index["stea"][1] == "STEA" and index["fusion_encoder"][1] == "IdentityEncoder"
     assert list(tmp_path.glob("**/*.bin")) == [] and (tmp_path / "stea" / "diffusion_pytorch_model.safetensors").is_file()
     loaded = PortraitBoothPipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
@@ -137,10 +138,31 @@ def test_portrait_weights_on_a_plain_base(tiny_pipe, astronaut_face, tmp_path):
     tiny_pipe.save_portrait_weights(tmp_path / "weights")
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["stea", "unet"]
     loaded = PortraitBoothPipeline.from_pretrained(
-        tmp_path / "base", portrait_weights=tmp_path / "weights", identity_encoder=tiny_pipe.identity_encoder
+        tmp_path / "base", portrait_weights=tmp_path / "weights", fusion_encoder=tiny_pipe.fusion_encoder
     )
     loaded.set_progress_bar_config(disable=True)
     assert_same_as_the_original(loaded, tiny_pipe, astronaut_face)
+
+
+def test_folders_saved_before_the_fusion_encoder_had_its_name_load(tiny_pipe, astronaut_face, tmp_path):
+    """A saved pipeline and a weights folder from when `fusion_encoder/` was called `identity_encoder/`."""
+    tiny_pipe.save_pretrained(tmp_path / "old")
+    (tmp_path / "old" / "fusion_encoder").rename(tmp_path / "old" / "identity_encoder")
+    index = json.loads((tmp_path / "old" / "model_index.json").read_text())
+    index["identity_encoder"] = index.pop("fusion_encoder")
+    (tmp_path / "old" / "model_index.json").write_text(json.dumps(index))
+    stea_config = json.loads((tmp_path / "old" / "stea" / "config.json").read_text())
+    stea_config["identity_encoder"] = stea_config.pop("fusion_encoder")  # "tiny", not STEA's default
+    (tmp_path / "old" / "stea" / "config.json").write_text(json.dumps(stea_config))
+    loaded = PortraitBoothPipeline.from_pretrained(tmp_path / "old")
+    loaded.set_progress_bar_config(disable=True)
+    assert "identity_encoder" not in PortraitBoothPipeline.load_config(tmp_path / "old")  # diffusers would ignore it, warning
+    assert loaded.stea.config.fusion_encoder == "tiny" and "identity_encoder" not in loaded.stea.config
+    saved = tiny_pipe.fusion_encoder.state_dict()
+    assert all(torch.equal(value, saved[key]) for key, value in loaded.fusion_encoder.state_dict().items())
+    assert_same_as_the_original(loaded, tiny_pipe, astronaut_face)
+    weights = portrait_modules(tmp_path / "old")  # a weights folder of the w/o-STEA ablation, as training wrote it
+    assert all(torch.equal(value, saved[key]) for key, value in weights["fusion_encoder"].state_dict().items())
 
 
 def assert_same_as_the_original(loaded, original, face) -> None:
@@ -165,7 +187,7 @@ def test_missing_identity_encoder_weights_are_named(tiny_pipe, tmp_path, offline
 
 
 def test_precomputed_face_encoding_can_be_made_by_hand(tiny_pipe):
-    dim = tiny_pipe.identity_encoder.feature_dim
+    dim = tiny_pipe.fusion_encoder.feature_dim
     faces = [FaceEncoding(torch.randn(1, dim, generator=seeded(i)), torch.zeros(1, 32)) for i in (1, 2)]
     first, second = (run(tiny_pipe, face) for face in faces)
     assert largest_difference(first, second) > CHANGED

@@ -65,9 +65,9 @@ def test_gradient_reaches_the_mlp_and_the_text():
 
 
 def test_config_describes_the_weights(tmp_path):
-    stea = small_stea(identity_encoder="arcface_ir_se50", feature_layer="embedding", identity_words=("person",))
+    stea = small_stea(fusion_encoder="arcface_ir_se50", feature_layer="embedding", identity_words=("person",))
     stea.save_pretrained(tmp_path)
     loaded = STEA.from_pretrained(tmp_path)
-    assert loaded.config.identity_encoder == "arcface_ir_se50" and loaded.config.feature_layer == "embedding"
+    assert loaded.config.fusion_encoder == "arcface_ir_se50" and loaded.config.feature_layer == "embedding"
     assert list(loaded.config.identity_words) == ["person"] and len(loaded.config.emotion_words) == 11
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()

@@ -109,7 +109,7 @@ def test_trained_weights_load_into_the_pipeline(tmp_path, data, astronaut):
     base = PortraitBoothPipeline.from_random_preset("tiny", seed=0)
     base.as_plain_pipeline().save_pretrained(tmp_path / "base")
     pipe = PortraitBoothPipeline.from_pretrained(
-        tmp_path / "base", portrait_weights=output / "final", identity_encoder=base.identity_encoder
+        tmp_path / "base", portrait_weights=output / "final", fusion_encoder=base.fusion_encoder
     )
     pipe.set_progress_bar_config(disable=True)
     assert pipe.stea.is_trained and pipe("a photo of a woman", astronaut, num_inference_steps=2).images[0].size == (64, 64)
@@ -120,14 +120,14 @@ def test_without_stea_ablation_fuses_clip_features_and_can_train_them(tmp_path, 
     frozen = main(["--config", str(write_config(tmp_path, fusion_encoder="clip_tiny")), "--data", str(data),
                    "--output-dir", str(tmp_path / "frozen"), "--max-steps", "2"])  # fmt: skip
     config = yaml.safe_load((frozen / "stea" / "config.json").read_text())
-    assert config["identity_encoder"] == "clip_tiny" and config["identity_dim"] == 32
+    assert config["fusion_encoder"] == "clip_tiny" and config["identity_dim"] == 32
     assert sorted(p.name for p in frozen.iterdir()) == ["stea", "unet"]  # a frozen encoder is not saved again
     trained = main(["--config", str(write_config(tmp_path, fusion_encoder="clip_tiny", train_fusion_encoder=True)),
                     "--data", str(data), "--output-dir", str(tmp_path / "trained"), "--max-steps", "2"])  # fmt: skip
-    assert sorted(p.name for p in trained.iterdir()) == ["identity_encoder", "stea", "unet"]
-    untouched = PortraitBoothPipeline.from_random_preset("tiny").with_portrait_weights(frozen).identity_encoder
-    loaded = PortraitBoothPipeline.from_random_preset("tiny").with_portrait_weights(trained).identity_encoder
-    changed = load_file(trained / "identity_encoder" / "diffusion_pytorch_model.safetensors")
+    assert sorted(p.name for p in trained.iterdir()) == ["fusion_encoder", "stea", "unet"]
+    untouched = PortraitBoothPipeline.from_random_preset("tiny").with_portrait_weights(frozen).fusion_encoder
+    loaded = PortraitBoothPipeline.from_random_preset("tiny").with_portrait_weights(trained).fusion_encoder
+    changed = load_file(trained / "fusion_encoder" / "diffusion_pytorch_model.safetensors")
     assert type(loaded).__name__ == type(untouched).__name__ == "ClipImageEncoder"  # the weights' own encoder, not φ
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in changed.items())
     assert not all(torch.equal(untouched.state_dict()[k], v) for k, v in changed.items())

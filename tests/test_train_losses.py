@@ -66,7 +66,7 @@ def test_one_step_reverse_recovers_z0_exactly():
 
 
 def test_identity_loss_is_zero_for_the_same_face_and_its_gradient_reaches_the_unet(tiny_pipe):
-    vae, encoder, unet = tiny_pipe.vae, tiny_pipe.identity_encoder, tiny_pipe.unet
+    vae, encoder, unet = tiny_pipe.vae, tiny_pipe.fusion_encoder, tiny_pipe.unet
     scheduler = DDPMScheduler.from_config(tiny_pipe.scheduler.config)
     torch.manual_seed(0)
     z0, noise = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)

@@ -125,7 +125,7 @@ def load_checkpoint(accelerator: Accelerator, folder: Path) -> int:
 
 
 def save_final_weights(folder: Path, weights: dict) -> None:
-    """The trained weights as portrait weights (unet/ or unet_lora/, stea/, and identity_encoder/ when it
+    """The trained weights as portrait weights (unet/ or unet_lora/, stea/, and fusion_encoder/ when it
     was trained), replaced only when complete."""
     with atomic_path(folder) as partial:
         for model in weights.values():

@@ -51,7 +51,7 @@ class TrainedParts(torch.nn.Module):
     def weights(self) -> dict[str, torch.nn.Module]:
         """The parts named as in a PortraitBooth weights folder."""
         named = {"unet": self.unet, "stea": self.stea}
-        return named | ({"identity_encoder": self.fusion} if self.fusion is not None else {})
+        return named | ({"fusion_encoder": self.fusion} if self.fusion is not None else {})
 
 
 def check_deepspeed() -> None:

@@ -32,7 +32,7 @@ from portrait.exits import CommandParser, positive_int
 from portrait.exits import run as run_command
 from portrait.fastcomposer import load_fastcomposer_unet
 from portrait.files import write_png, write_text
-from portrait.identity import load_identity_encoder
+from portrait.identity import load_fusion_encoder
 from portrait.identity.encoder import IdentityEncoder
 from portrait.pipeline import FaceEncoding, PortraitBoothPipeline
 from portrait.stea import STEA
@@ -69,7 +69,7 @@ class Models:
     vae: torch.nn.Module
     text_encoder: torch.nn.Module
     tokenizer: object
-    identity_encoder: torch.nn.Module  # what STEA fuses (φ, or CLIP in the ablation): saved with the weights
+    fusion_encoder: torch.nn.Module  # what STEA fuses (φ, or CLIP in the ablation): saved with the weights
     loss_encoder: IdentityEncoder  # φ, which measures identity for L_id
     noise_scheduler: DDPMScheduler
     base_scheduler_config: dict
@@ -93,14 +93,14 @@ def build_models(config: TrainConfig) -> Models:
     pipe = load_pipeline(source)
     if config.init_unet_from:  # not the paper's recipe: a warm start from FastComposer's fine-tuned UNet
         load_fastcomposer_unet(pipe.unet, config.init_unet_from)
-    loss_encoder = pipe.identity_encoder
-    identity_encoder = load_identity_encoder(config.fusion_encoder) if config.fusion_encoder else loss_encoder
+    loss_encoder = pipe.fusion_encoder  # φ (config.identity_encoder), which the untrained STEA loaded here fuses
+    fusion_encoder = load_fusion_encoder(config.fusion_encoder) if config.fusion_encoder else loss_encoder
     torch.manual_seed(config.seed)  # STEA's first layer starts from the recipe's seed
     stea = STEA.from_config(
         pipe.stea.config,
-        identity_dim=identity_encoder.feature_dim,
-        identity_encoder=identity_encoder.config.architecture,
-        feature_layer=identity_encoder.config.feature_layer,
+        identity_dim=fusion_encoder.feature_dim,
+        fusion_encoder=fusion_encoder.config.architecture,
+        feature_layer=fusion_encoder.config.feature_layer,
         identity_words=tuple(config.identity_words),
         emotion_words=tuple(config.emotion_words),
     )
@@ -111,7 +111,7 @@ def build_models(config: TrainConfig) -> Models:
         vae=pipe.vae,
         text_encoder=pipe.text_encoder,
         tokenizer=pipe.tokenizer,
-        identity_encoder=identity_encoder,
+        fusion_encoder=fusion_encoder,
         loss_encoder=loss_encoder,
         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
         base_scheduler_config=dict(pipe.scheduler.config),
@@ -138,9 +138,9 @@ class Objective:
             latents = latents * models.vae.config.scaling_factor
             text = models.text_encoder(batch["input_ids"])[0]
             # STEA fuses the frozen encoder's features, or the faces themselves when the encoder trains too
-            reference = None if trains_fusion else models.identity_encoder(faces)
+            reference = None if trains_fusion else models.fusion_encoder(faces)
             # φ measures L_id; when it is also the frozen encoder STEA fuses, one pass serves both
-            same = not trains_fusion and models.loss_encoder is models.identity_encoder
+            same = not trains_fusion and models.loss_encoder is models.fusion_encoder
             reference_identity = reference.embedding if same else models.loss_encoder(faces).embedding
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         steps = models.noise_scheduler.config.num_train_timesteps
@@ -217,8 +217,8 @@ class Session:
         optimizer_class = adamw_class(config, accelerator.device)  # said before any model is loaded
         set_tf32(config.allow_tf32, accelerator.device)
         models = build_models(config)
-        fusion = models.identity_encoder.train() if config.train_fusion_encoder else None
-        for frozen in {models.vae, models.text_encoder, models.identity_encoder, models.loss_encoder} - {fusion}:
+        fusion = models.fusion_encoder.train() if config.train_fusion_encoder else None
+        for frozen in {models.vae, models.text_encoder, models.fusion_encoder, models.loss_encoder} - {fusion}:
             frozen.requires_grad_(False).eval().to(accelerator.device)
             if dtype != torch.float32:
                 frozen.to(dtype)
@@ -276,18 +276,18 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device) -> tor
 
 def validate(models: Models, weights: dict, dataset: PortraitDataset, config: TrainConfig, folder: Path, device) -> list:
     """Fixed faces (the first references of the set) × the recipe's validation prompts, with the
-    trained `weights` (unet, stea and, when trained, identity_encoder) in the base pipeline."""
+    trained `weights` (unet, stea and, when trained, fusion_encoder) in the base pipeline."""
     from diffusers import EulerDiscreteScheduler
 
     scheduler = EulerDiscreteScheduler.from_config(models.base_scheduler_config)
-    pipe = models.pipeline.with_modules(**{"identity_encoder": models.identity_encoder, **weights, "scheduler": scheduler})
+    pipe = models.pipeline.with_modules(**{"fusion_encoder": models.fusion_encoder, **weights, "scheduler": scheduler})
     pipe.set_progress_bar_config(disable=True)
     folder.mkdir(parents=True, exist_ok=True)
     images = []
     for index, sample in enumerate(dataset.samples[:2]):
-        reference = dataset[Draw(index, 0)]["reference"][None].to(device, pipe.identity_encoder.dtype)
+        reference = dataset[Draw(index, 0)]["reference"][None].to(device, pipe.fusion_encoder.dtype)
         with torch.no_grad():
-            identity = pipe.identity_encoder(reference)
+            identity = pipe.fusion_encoder(reference)
         face = FaceEncoding(identity.features, identity.embedding)
         word = dataset.word_map.get(sample.identity_word, sample.identity_word)
         for number, template in enumerate(config.validation_prompts):

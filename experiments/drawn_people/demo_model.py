@@ -35,7 +35,9 @@ from portrait.exits import run as run_command
 from portrait.files import atomic_path, write_text
 from portrait.pipeline import PortraitBoothPipeline
 
-from .runner import FULL, QUICK, RECIPE, Experiment, Scale, Stages, _quiet
+from .runner import FULL, QUICK
+from .stages import RECIPE, Experiment, Scale
+from .workers import Stages, quiet
 from .world import TRAITS, DrawnPeopleConfig, draw_frame, split_people
 
 PROG = "python -m experiments.drawn_people.demo_model"
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="the full run and the measurer trained side by side")
     parser.add_argument("--train-only", action="store_true", help="stop before writing ASSETS")
     args = parser.parse_args(argv)
-    _quiet()
+    quiet()
     scale = QUICK if args.quick else FULL
     out = args.out or Path("out") / ("demo-model-quick" if args.quick else "demo-model")
     seconds = train_full(out, scale, args.workers)

@@ -73,7 +73,7 @@ class HeldOutPerson:
     expression: str  # the reference's expression
 
     def face(self, pipe: PortraitBoothPipeline) -> FaceEncoding:
-        identity = pipe.identity_encoder(self.crop[None].to(pipe.device, pipe.identity_encoder.dtype))
+        identity = pipe.fusion_encoder(self.crop[None].to(pipe.device, pipe.fusion_encoder.dtype))
         return FaceEncoding(identity.features, identity.embedding)
 
 
@@ -324,7 +324,7 @@ def attention_in_mask(pipe: PortraitBoothPipeline, dataset: PortraitDataset, lay
     device, dtype = pipe.device, pipe.unet.dtype
     latents = pipe.vae.encode(batch["pixel_values"].to(device, pipe.vae.dtype)).latent_dist.mode() * pipe.vae.config.scaling_factor
     text = pipe.text_encoder(batch["input_ids"].to(device))[0]
-    features = pipe.identity_encoder(batch["reference"].to(device, pipe.identity_encoder.dtype)).features
+    features = pipe.fusion_encoder(batch["reference"].to(device, pipe.fusion_encoder.dtype)).features
     condition = pipe.stea(text.to(pipe.stea.dtype), batch["face_token"].to(device), features.to(pipe.stea.dtype))
     mask = batch["face_mask"].to(device)
     noising = DDPMScheduler.from_config(pipe.scheduler.config)  # training's forward process

@@ -9,13 +9,14 @@ from .encoder import DEFAULT_IDENTITY_ENCODER, IDENTITY_ENCODERS, IdentityEncode
 from .iresnet import IResNet
 
 
-def load_identity_encoder(
+def load_fusion_encoder(
     architecture: str = DEFAULT_IDENTITY_ENCODER,
     feature_layer: str = "stage4",
     checkpoint: str | Path | None = None,
     weights_dir: str | Path | None = None,
 ) -> IdentityEncoder | ClipImageEncoder:
-    """The encoder a STEA config names: a face-recognition preset, or CLIP image features (`clip_*`)."""
+    """The encoder a STEA config's `fusion_encoder` names: a face-recognition preset (φ), or CLIP image
+    features (`clip_*`)."""
     if architecture.startswith("clip"):
         return ClipImageEncoder.load(architecture)
     return IdentityEncoder.from_checkpoint(architecture, feature_layer, checkpoint, weights_dir)
@@ -28,5 +29,5 @@ __all__ = [
     "IResNet",
     "IdentityEncoder",
     "IdentityFeatures",
-    "load_identity_encoder",
+    "load_fusion_encoder",
 ]
