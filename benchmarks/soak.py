@@ -38,11 +38,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
