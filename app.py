@@ -81,7 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=port, default=env("GRADIO_SERVER_PORT", "7860"))
     parser.add_argument("--share", action="store_true", help="public gradio.live link")
-    parser.add_argument("--max-queue", type=positive_int, default=16, help="requests waiting at most; more get 'queue full'")
+    parser.add_argument(
+        "--max-queue", type=positive_int, default=16, help="requests waiting at most; more get 'queue full'"
+    )
     parser.add_argument("--concurrency", type=positive_int, default=1, help="generations running at once (GPU memory)")
     parser.add_argument("--max-images", type=positive_int, default=4)
     parser.add_argument("--max-sessions", type=positive_int, default=200,
@@ -117,10 +119,14 @@ def load_service(args: argparse.Namespace) -> tuple[PortraitService, str | None]
     lcm = args.lcm_lora if args.lcm_lora is not None else (None if source.base == TINY else LCM_LORA_ID)
     if banner is None and not pipe.stea.is_trained:
         banner = UNTRAINED_BANNER
-    banner = "<br>".join(line for line in (banner, identity_model_line(pipe, source)) if line)  # which model runs, and its licence
+    banner = "<br>".join(
+        line for line in (banner, identity_model_line(pipe, source)) if line
+    )  # which model runs, and its licence
     adapters = Adapters.load(pipe, lcm or None, args.lora)
     example = load_image(ASSETS / "faces" / "astronaut.png")  # assets/ holds the app's examples (assets/README.md)
-    service = PortraitService(pipe, Limits(max_images=args.max_images), example, adapters, random_controlnets=source.is_preset)
+    service = PortraitService(
+        pipe, Limits(max_images=args.max_images), example, adapters, random_controlnets=source.is_preset
+    )
     return service, banner
 
 
@@ -134,7 +140,9 @@ def demo_service(args: argparse.Namespace, source, why: str) -> tuple[DemoServic
 def generation_controls(service: PortraitService, aspect: str) -> dict:
     """Negative prompt, size, count, seed, fast mode and the Advanced settings: the same on both tabs."""
     limits, adapters = service.limits, service.adapters
-    controls = {"negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry")}
+    controls = {
+        "negative_prompt": gr.Textbox(label="Negative prompt", value="", placeholder="what to avoid, e.g. blurry")
+    }
     with gr.Row():
         controls["aspect"] = gr.Dropdown(list(ASPECTS), value=aspect, label="Size")
         controls["style_template"] = gr.Dropdown(style_names(), value=NO_TEMPLATE, label="Style")
@@ -148,7 +156,9 @@ def generation_controls(service: PortraitService, aspect: str) -> dict:
         controls["guidance"] = Slider(1.0, 15.0, value=PAPER_GUIDANCE, step=0.5, label="Guidance scale")
         styles = [NO_STYLE, *adapters.styles]
         controls["style"] = gr.Dropdown(styles, value=NO_STYLE, label="Style LoRA", visible=len(styles) > 1)
-        controls["detailer"] = gr.Checkbox(value=True, label="Face detailer: re-draw faces smaller than 1/5 of the picture")
+        controls["detailer"] = gr.Checkbox(
+            value=True, label="Face detailer: re-draw faces smaller than 1/5 of the picture"
+        )
         gr.Markdown("**Pose or layout from a picture** (ControlNet)")
         with gr.Row():
             controls["control_image"] = FaceUpload(label="Control picture", type="filepath", image_mode=None, sources=["upload"],
@@ -169,7 +179,7 @@ def face_input(label: str) -> tuple[FaceUpload, InMemoryImage, gr.Markdown, gr.S
 
 
 def edit_tab(service: PortraitService) -> None:
-    """"Your photo": the selfie's person painted into a photo (the face, a painted region) or the photo restyled."""
+    """ "Your photo": the selfie's person painted into a photo (the face, a painted region) or the photo restyled."""
     edits = PhotoEdits(service)
     expressions = [NO_EXPRESSION, *EMOTION_WORDS]
     with gr.Row():
@@ -198,10 +208,19 @@ def edit_tab(service: PortraitService) -> None:
         with gr.Column():
             gallery = gr.Gallery(label="Edited photos", format="png", columns=1, elem_id="edit_gallery")
             info = gr.Markdown(elem_id="edit_info")
-    face.input(gpu(service.detect_face), face, [preview, message, remembered], api_name="detect_face_for_photo_edit", api_visibility="private", concurrency_id="faces")
+    face.input(
+        gpu(service.detect_face),
+        face,
+        [preview, message, remembered],
+        api_name="detect_face_for_photo_edit",
+        api_visibility="private",
+        concurrency_id="faces",
+    )
     inputs = dict(face=face, photo=photo, prompt=prompt, region=region, strength=strength, identity_word=identity_word,
                   custom_word=custom_word, expression=expression, remembered_face=remembered, **controls)  # fmt: skip
-    run.click(gpu(edits.edit), inputs_for(edits.edit, inputs), [gallery, info], api_name="edit_photo", concurrency_id="gpu")
+    run.click(
+        gpu(edits.edit), inputs_for(edits.edit, inputs), [gallery, info], api_name="edit_photo", concurrency_id="gpu"
+    )
 
 
 def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
@@ -217,14 +236,18 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
                     face, preview, message, remembered = face_input("Your selfie")
                     example = gr.Button("Use the example face (astronaut)", size="sm")
                     with gr.Accordion("More photos of you (up to 3, averaged)", open=False):
-                        more_faces = gr.File(label="More photos", file_count="multiple", file_types=["image"], type="filepath")
+                        more_faces = gr.File(
+                            label="More photos", file_count="multiple", file_types=["image"], type="filepath"
+                        )
                         selfies = gr.Gallery(label="Your photos, checked", columns=4, height=150, format="png")
                         selfie_note = gr.Markdown(elem_id="selfie_note")
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", placeholder=EXAMPLES["single"][0], lines=2)
                     gr.Examples([[p] for p in EXAMPLES["single"]], inputs=[prompt], label="Example prompts")
                     with gr.Row():
-                        identity_word = gr.Radio(["woman", "man", CUSTOM_WORD], value="woman", label="Who is in the photo")
+                        identity_word = gr.Radio(
+                            ["woman", "man", CUSTOM_WORD], value="woman", label="Who is in the photo"
+                        )
                         custom_word = gr.Textbox(value="", label="Custom identity word", placeholder="e.g. girl")
                     hint = gr.Markdown()
                     expression = gr.Dropdown(expressions, value=NO_EXPRESSION, label="Expression")
@@ -272,15 +295,32 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
         detected = [preview, message, remembered]
         face.input(gpu(service.detect_face), face, detected, api_name="detect_face", concurrency_id="faces")
         example.click(service.use_example, None, [face, *detected], api_visibility="private", concurrency_id="faces")
-        for upload, outputs in ((face_a, [preview_a, message_a, remembered_a]), (face_b, [preview_b, message_b, remembered_b])):
+        for upload, outputs in (
+            (face_a, [preview_a, message_a, remembered_a]),
+            (face_b, [preview_b, message_b, remembered_b]),
+        ):
             upload.input(gpu(service.detect_face), upload, outputs, api_visibility="private", concurrency_id="faces")
 
         hint_inputs = inputs_for(service.identity_hint, dict(prompt=prompt, identity_word=identity_word, custom_word=custom_word,
                                                              expression=expression))  # fmt: skip
-        gr.on([c.change for c in hint_inputs], service.identity_hint, hint_inputs, hint, queue=False, api_visibility="private")
+        gr.on(
+            [c.change for c in hint_inputs],
+            service.identity_hint,
+            hint_inputs,
+            hint,
+            queue=False,
+            api_visibility="private",
+        )
         region_inputs = inputs_for(service.regions, dict(split=split, aspect=pair_controls["aspect"], identity_word_a=word_a,
                                                          identity_word_b=word_b))  # fmt: skip
-        gr.on([c.change for c in region_inputs], service.regions, region_inputs, regions, queue=False, api_visibility="private")
+        gr.on(
+            [c.change for c in region_inputs],
+            service.regions,
+            region_inputs,
+            regions,
+            queue=False,
+            api_visibility="private",
+        )
         demo.load(service.regions, region_inputs, regions, queue=False, api_visibility="private")
 
         checks = SelfieChecks(service)

@@ -27,7 +27,13 @@ class AppServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.cache_dir = cache_dir
-        env = {**os.environ, "GRADIO_TEMP_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+        env = {
+            **os.environ,
+            "GRADIO_TEMP_DIR": str(cache_dir),
+            "HF_HUB_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            **(env or {}),
+        }
         command = [sys.executable, "app.py", *model, "--port", str(self.port), *extra]
         self.log = open(cache_dir.parent / f"app-{self.port}.log", "w")
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -73,7 +79,9 @@ class AppServer:
         if started.status_code != 200:
             return Answer("http", f"HTTP {started.status_code}: {started.text}")
         deadline, lines = time.monotonic() + timeout, []
-        with httpx.stream("GET", f"{self.url}gradio_api/call/{endpoint}/{started.json()['event_id']}", timeout=60) as stream:
+        with httpx.stream(
+            "GET", f"{self.url}gradio_api/call/{endpoint}/{started.json()['event_id']}", timeout=60
+        ) as stream:
             for line in stream.iter_lines():  # Gradio's heartbeats keep a stream open: the deadline ends a stuck one
                 lines.append(line)
                 if time.monotonic() > deadline:

@@ -58,15 +58,21 @@ class Settings:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = CommandParser(prog="python -m benchmarks.inference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="the tiny preset (default: SD 1.5, real weights when present)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="the tiny preset (default: SD 1.5, real weights when present)"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="baseline precision (default fp32)")
     parser.add_argument("--steps", type=positive_int, default=PAPER_STEPS)
-    parser.add_argument("--fast-steps", type=positive_int, default=20, help="steps of the faster scheduler option (dpm)")
+    parser.add_argument(
+        "--fast-steps", type=positive_int, default=20, help="steps of the faster scheduler option (dpm)"
+    )
     parser.add_argument("--size", type=positive_int, help="default: the model's native size (64 tiny, 512 SD 1.5)")
     parser.add_argument("--runs", type=positive_int, default=3, help="timed runs of each mode, alternating")
     parser.add_argument("--options", default="", help=f"comma list of {','.join(OPTIONS)}, or 'all'")
-    parser.add_argument("--base", default=BASE_MODEL_ID, help="the real base model used when present (hub id or folder)")
+    parser.add_argument(
+        "--base", default=BASE_MODEL_ID, help="the real base model used when present (hub id or folder)"
+    )
     parser.add_argument("--portrait-weights", type=Path)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     return parser.parse_args(argv)
@@ -122,7 +128,9 @@ def seconds(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def request_modes(pipe: PortraitBoothPipeline, settings: Settings, real_weights: bool = False) -> dict[str, Callable[[], object]]:
+def request_modes(
+    pipe: PortraitBoothPipeline, settings: Settings, real_weights: bool = False
+) -> dict[str, Callable[[], object]]:
     """Each kind of request on `pipe`'s modules, same prompt, seed and settings: plain diffusers, one person,
     two people (regions, and in one pass), fast mode, face preprocessing alone, ControlNet (canny) and the face
     detailer's extra work on a picture with one small face."""
@@ -138,7 +146,9 @@ def request_modes(pipe: PortraitBoothPipeline, settings: Settings, real_weights:
     single_prompt = pipe.identity_prompts(PROMPT)
     sampling = dict(num_inference_steps=settings.steps, guidance_scale=settings.guidance)
     # ControlNet (canny): SD 1.5's when its weights are here, else one of the same architecture with random weights.
-    steered = controlled(pipe, benchmark_controlnet(pipe, real_weights), control_map("canny", photo), settings.size, settings.size)
+    steered = controlled(
+        pipe, benchmark_controlnet(pipe, real_weights), control_map("canny", photo), settings.size, settings.size
+    )
 
     def generator() -> torch.Generator:
         return torch.Generator("cpu").manual_seed(settings.seed)
@@ -196,7 +206,9 @@ def detailer_workload(pipe: PortraitBoothPipeline, settings: Settings) -> tuple[
     return FaceDetailer(pipe), small_face_picture(example_face("astronaut"), max(settings.size, 256))
 
 
-def measure(pipe: PortraitBoothPipeline, settings: Settings, device: torch.device, runs: int, real_weights: bool = False) -> dict:
+def measure(
+    pipe: PortraitBoothPipeline, settings: Settings, device: torch.device, runs: int, real_weights: bool = False
+) -> dict:
     times, peaks = time_modes(request_modes(pipe, settings, real_weights), device, runs)
     detailer, small_face = detailer_workload(pipe, settings)
     median = {f"{mode}_s": statistics.median(values) for mode, values in times.items()}
@@ -254,7 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"({report['pair_one_pass_over_single']:.3f}× single), fast (LCM, 6 steps) {report['fast_s']:.3f} s "
         f"({report['fast_speedup']:.2f}× faster than single), face preprocessing {report['preprocess_s']:.3f} s"
     )
-    print(f"  ControlNet (canny): {report['controlnet_s']:.3f} s per picture ({report['controlnet_over_single']:.3f}× single)")
+    print(
+        f"  ControlNet (canny): {report['controlnet_s']:.3f} s per picture ({report['controlnet_over_single']:.3f}× single)"
+    )
     print(
         f"  face detailer: +{report['detailer_s']:.3f} s per picture ({report['detailer_over_single']:.3f}× single) "
         f"for {report['detailer_faces']} small face(s)"
@@ -274,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["options"][option] = measured
         print(
             f"  {option}: single {measured['single_s']:.3f} s ({measured['single_speedup']:.2f}× faster than default), "
-            f"{measured['single_over_plain']:.3f}× plain" + (f", peak {measured['peak_mem_gb']:.2f} GiB" if "peak_mem_gb" in measured else "")
+            f"{measured['single_over_plain']:.3f}× plain"
+            + (f", peak {measured['peak_mem_gb']:.2f} GiB" if "peak_mem_gb" in measured else "")
         )
     if args.json:
         print(json.dumps(report))

@@ -260,7 +260,7 @@ def soak(minutes: float, clients: int = 4, seed: int = 0) -> dict:
                 thread.join(timeout=240)  # a request's own deadline is 180 s
                 if thread.is_alive():
                     tally.record("client", "a client was still waiting for an answer 4 minutes after the end")
-            after = (server.call("detect_face", [server.upload(visitors[0].distinct_photo())]).event == "complete")
+            after = server.call("detect_face", [server.upload(visitors[0].distinct_photo())]).event == "complete"
         finally:
             server.stop()
     warm_up = max(60.0, minutes * 60 * WARM_UP)
@@ -276,8 +276,12 @@ def soak(minutes: float, clients: int = 4, seed: int = 0) -> dict:
         "errors_by_sentence": dict(tally.errors),
         "unexpected_errors": tally.unexpected,
         "served_after": after,
-        "rss_mb": {"start": round(floors[0][1]), "peak": round(max(mb for _, mb in samples)), "end": round(floors[-1][1]),
-                   "first_sample": round(samples[0][1])},  # fmt: skip
+        "rss_mb": {
+            "start": round(floors[0][1]),
+            "peak": round(max(mb for _, mb in samples)),
+            "end": round(floors[-1][1]),
+            "first_sample": round(samples[0][1]),
+        },  # fmt: skip
         "warm_up_s": warm_up,
         "growth_mb_per_min": round(growth, 2),
         "growth_interval_mb_per_min": [round(low, 2), round(high, 2)],
@@ -294,8 +298,10 @@ def describe(report: dict) -> str:
         + ", ".join(f"{kind} {count}" for kind, count in report["requests_by_kind"].items()),
         f"good requests served: {report['good_served']} of {report['good_requests']}; a request after the run: "
         + ("served" if report["served_after"] else "NOT served"),
-        "expected errors: " + (", ".join(f"{count}× {sentence!r}" for sentence, count in report["errors_by_sentence"].items()) or "none"),
-        f"unexpected errors: {len(report['unexpected_errors'])}" + "".join(f"\n  {e}" for e in report["unexpected_errors"][:10]),
+        "expected errors: "
+        + (", ".join(f"{count}× {sentence!r}" for sentence, count in report["errors_by_sentence"].items()) or "none"),
+        f"unexpected errors: {len(report['unexpected_errors'])}"
+        + "".join(f"\n  {e}" for e in report["unexpected_errors"][:10]),
         f"RSS (MB): first sample {rss['first_sample']}, between requests after the {report['warm_up_s']:.0f} s "
         f"warm-up {rss['start']}, peak {rss['peak']}, between requests at the end {rss['end']}",
         f"growth of RSS between requests after the warm-up: {report['growth_mb_per_min']:+.2f} MB/min, 95 % "

@@ -38,7 +38,9 @@ def make_synthetic_set(root: str | Path, count: int = 8, size: int = 96, seed: i
         reference_image = _jitter(photo, scale, -shift, size, rng)
         reference_landmarks = torch.from_numpy(face.landmarks * scale - shift).float()
         reference = align_faces(image_to_tensor(reference_image)[None], reference_landmarks[None])[0]
-        prompt = build_identity_prompt(CAPTIONS[index % len(CAPTIONS)], "woman", expression=SAMPLE_EXPRESSIONS[index % len(SAMPLE_EXPRESSIONS)])
+        prompt = build_identity_prompt(
+            CAPTIONS[index % len(CAPTIONS)], "woman", expression=SAMPLE_EXPRESSIONS[index % len(SAMPLE_EXPRESSIONS)]
+        )
         name = f"synthetic-{index:04d}"
         sample = Sample.of_prompt(name, f"00/{name}", prompt, landmarks.round(2).tolist(), person_mask=True)
         pixels = (reference.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()

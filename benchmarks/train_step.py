@@ -50,9 +50,13 @@ RECIPES = {  # the tiny recipe, or the paper's on SD 1.5's architecture with ran
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = CommandParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="the tiny recipe (default: the paper's, on SD 1.5's architecture)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="the tiny recipe (default: the paper's, on SD 1.5's architecture)"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--steps", type=positive_int, default=8, help="timed steps per combination (after 2 warm-up steps)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=8, help="timed steps per combination (after 2 warm-up steps)"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=2)
     parser.add_argument("--resolution", type=positive_int)
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="default: bf16 on CUDA, no on CPU")
@@ -68,7 +72,9 @@ def measure(config: TrainConfig, data: Path, steps: int, device: str) -> dict:
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device == "cpu")
     session = Session.start(config, accelerator)
     dataset = PortraitDataset(data, session.models.tokenizer, config)
-    loader = DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), config.batch_size, 0, 0, steps + 2), collate_fn=collate)
+    loader = DataLoader(
+        dataset, batch_sampler=StepBatchSampler(len(dataset), config.batch_size, 0, 0, steps + 2), collate_fn=collate
+    )
     cuda = accelerator.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -117,7 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, result in report["combinations"].items():
         result["over_plain"] = round(result["mean_step_s"] / plain, 3)
         memory = f", peak {result['peak_mem_gb']:.2f} GiB" if result["peak_mem_gb"] is not None else ""
-        print(f"{name:>5}: {result['mean_step_s']:.3f} s/step (median {result['step_s']:.3f}), {result['over_plain']:.2f}× plain{memory}")
+        print(
+            f"{name:>5}: {result['mean_step_s']:.3f} s/step (median {result['step_s']:.3f}), {result['over_plain']:.2f}× plain{memory}"
+        )
     report["all_over_plain"] = report["combinations"]["all"]["over_plain"]
     if args.json:
         print(json.dumps(report))

@@ -65,8 +65,12 @@ def main() -> None:
     strip([(canvas, "before: a 25-px face"), (detailed, f"after ({TINY})"), (boxed, "the re-drawn crop"),
            (detailed.crop(done.crop), "crop, enlarged")], "Face detailer").save(out / "creative-detailer.png")  # fmt: skip
 
-    inpainted = edit_photo(pipe, photo, "a photo of a woman", face, FACE_REGION, num_inference_steps=20, generator=generator())
-    restyled = edit_photo(pipe, photo, "a photo of a woman", face, strength=0.5, num_inference_steps=20, generator=generator())
+    inpainted = edit_photo(
+        pipe, photo, "a photo of a woman", face, FACE_REGION, num_inference_steps=20, generator=generator()
+    )
+    restyled = edit_photo(
+        pipe, photo, "a photo of a woman", face, strength=0.5, num_inference_steps=20, generator=generator()
+    )
     strip([(photo, "your photo"), (face_region(pipe, photo), "default region: the face"),
            (inpainted.images[0], f"inpainted ({TINY})"), (restyled.images[0], f"restyled 0.5 ({TINY})")],
           "Your face in your photo").save(out / "creative-edit.png")  # fmt: skip
@@ -74,14 +78,18 @@ def main() -> None:
     edges = control_map("canny", photo)
     controlnet = load_controlnet("canny", pipe, random_weights=True)
     plain = pipe("a photo of a woman", face=face, num_inference_steps=20, generator=generator()).images[0]
-    steered = controlled(pipe, controlnet, edges)("a photo of a woman", face=face, num_inference_steps=20, generator=generator()).images[0]
+    steered = controlled(pipe, controlnet, edges)(
+        "a photo of a woman", face=face, num_inference_steps=20, generator=generator()
+    ).images[0]
     strip([(photo, "reference picture"), (edges, "canny map (OpenCV)"), (plain, f"no control ({TINY})"),
            (steered, f"canny ControlNet ({TINY})")], "Pose and layout from a picture").save(out / "creative-control.png")  # fmt: skip
 
     panels = []
     for style in ("Cinematic", "Film noir", "Watercolour", "Neon punk"):
         prompt, negative = styled(style, "a photo of a woman")
-        image = pipe(prompt, face=face, negative_prompt=negative, num_inference_steps=20, generator=generator()).images[0]
+        image = pipe(prompt, face=face, negative_prompt=negative, num_inference_steps=20, generator=generator()).images[
+            0
+        ]
         panels.append((image, f"{style} ({TINY})"))
     strip(panels, "Styles: the same seed in four templates").save(out / "creative-styles.png")
 
@@ -89,7 +97,10 @@ def main() -> None:
 
     cameraman = Image.fromarray(data.camera()).convert("RGB")
     _, check, analyses = encode_checked(pipe, [photo, ImageEnhance.Brightness(photo).enhance(1.2), cameraman])
-    labels = [f"photo {i + 1}: {s:.2f} {'left out' if i in check.flagged else 'kept'}" for i, s in enumerate(check.similarities)]
+    labels = [
+        f"photo {i + 1}: {s:.2f} {'left out' if i in check.flagged else 'kept'}"
+        for i, s in enumerate(check.similarities)
+    ]
     strip([(face_preview(a), label) for a, label in zip(analyses, labels)],
           f"Several selfies: similarity to the others (tiny random identity encoder), under {check.threshold:.2f} is left out"
           ).save(out / "creative-selfies.png")  # fmt: skip

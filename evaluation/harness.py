@@ -46,6 +46,7 @@ PROG = "python -m evaluation"
 SCORE_COLUMNS = ("file", "method", "protocol", "group", "subjects", "prompt", "seed", "id_pres", "clip_ti", "id_p",
                  "face_detected", "expression", "expression_coefficient")  # fmt: skip
 
+
 # ------------------------------------------------------------------ generation
 def build_pipeline(args: argparse.Namespace) -> PortraitBoothPipeline:
     """The method under test, through the engine's one loader: trained weights, or an untrained STEA."""
@@ -69,7 +70,9 @@ def generate(args: argparse.Namespace) -> Path:
     method = f"baseline-{args.baseline}" if args.baseline else ("checkpoint" if args.checkpoint else "portraitbooth")
     run = {
         "method": method,
-        "checkpoint": str(args.checkpoint) if args.checkpoint else (args.identity_model if args.baseline == "fastcomposer" else None),
+        "checkpoint": str(args.checkpoint)
+        if args.checkpoint
+        else (args.identity_model if args.baseline == "fastcomposer" else None),
         "base": args.base,
         "tiny": args.tiny,
         "subjects_dir": str(args.subjects.resolve()),
@@ -198,7 +201,9 @@ def main(argv: list[str] | None = None):
         "--baseline", choices=["sd", "untrained", "fastcomposer"],
         help="plain SD, our pipeline with an untrained STEA, or FastComposer's published weights in our pipeline",
     )  # fmt: skip
-    gen.add_argument("--identity-model", default="fastcomposer", help="--baseline fastcomposer: its checkpoint (default: the hub's)")
+    gen.add_argument(
+        "--identity-model", default="fastcomposer", help="--baseline fastcomposer: its checkpoint (default: the hub's)"
+    )
     gen.add_argument("--base", default=BASE_MODEL_ID)
     gen.add_argument("--protocols", default=",".join(PROTOCOLS))
     gen.add_argument("--steps", type=positive_int, default=PAPER_STEPS)
@@ -216,4 +221,3 @@ def main(argv: list[str] | None = None):
     rows = score(args)
     print((args.run / "table.md").read_text())
     return rows
-

@@ -35,7 +35,9 @@ def greedy_match(similarity: np.ndarray) -> list[tuple[int, int, float]]:
     similarity = np.array(similarity, dtype=np.float64)
     matches = []
     while similarity.size and np.isfinite(similarity).any():
-        face, reference = np.unravel_index(np.nanargmax(np.where(np.isfinite(similarity), similarity, -np.inf)), similarity.shape)
+        face, reference = np.unravel_index(
+            np.nanargmax(np.where(np.isfinite(similarity), similarity, -np.inf)), similarity.shape
+        )
         matches.append((int(face), int(reference), float(similarity[face, reference])))
         similarity[face, :] = -np.inf
         similarity[:, reference] = -np.inf
@@ -104,7 +106,9 @@ class MetricModels:
                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                pad_token_id=tokenizer.pad_token_id)  # fmt: skip
             vision_config = {k: v for k, v in TINY_VISION.items() if k != "projection_dim"}
-            config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=TINY_VISION["projection_dim"])
+            config = CLIPConfig(
+                text_config=text_config, vision_config=vision_config, projection_dim=TINY_VISION["projection_dim"]
+            )
             clip = CLIPModel(config).eval()
         processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
         return cls(_mtcnn("cpu"), facenet, clip, tokenizer, processor, torch.device("cpu"))
@@ -144,4 +148,6 @@ def _features(output) -> torch.Tensor:
 def _mtcnn(device: str):
     from facenet_pytorch import MTCNN
 
-    return MTCNN(image_size=160, margin=0, keep_all=True, select_largest=True, post_process=True, device=torch.device(device))
+    return MTCNN(
+        image_size=160, margin=0, keep_all=True, select_largest=True, post_process=True, device=torch.device(device)
+    )

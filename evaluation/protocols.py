@@ -46,7 +46,10 @@ def plan(run: dict) -> list[Job]:
     if "expression" in run["protocols"]:
         for name in subjects:
             for p, emotion in enumerate(EMOTION_WORDS):
-                jobs += [Job("expression", "expression", (name,), "a photo of {subject}", p, i, emotion) for i in range(count)]
+                jobs += [
+                    Job("expression", "expression", (name,), "a photo of {subject}", p, i, emotion)
+                    for i in range(count)
+                ]
     if "multi" in run["protocols"]:
         for pair in itertools.combinations(subjects, 2):
             for p, template in enumerate(prompts.get("multi", [])):

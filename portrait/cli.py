@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--prompt", required=True, help='e.g. "a photo of a woman in the snow"')
     gen.add_argument(
-        "--expression", action="append", choices=EMOTION_WORDS, help="written before the identity word; once, or per face"
+        "--expression",
+        action="append",
+        choices=EMOTION_WORDS,
+        help="written before the identity word; once, or per face",
     )
     gen.add_argument(
         "--identity-word",
@@ -75,9 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--identity-occurrence", type=int, help="which occurrence of the identity word, 1 = first")
     gen.add_argument("--negative-prompt", default=None)
-    gen.add_argument("--scheduler", choices=list(SAMPLERS), default="euler", help="euler (the paper's), dpm++, or lcm (with an LCM-LoRA)")
-    gen.add_argument("--steps", type=int, help=f"default: the scheduler's ({PAPER_STEPS} for euler, {SAMPLERS['lcm'].steps} for lcm)")
-    gen.add_argument("--guidance", type=float, help=f"default: the scheduler's ({PAPER_GUIDANCE:g} for euler, {SAMPLERS['lcm'].guidance:g} for lcm)")
+    gen.add_argument(
+        "--scheduler",
+        choices=list(SAMPLERS),
+        default="euler",
+        help="euler (the paper's), dpm++, or lcm (with an LCM-LoRA)",
+    )
+    gen.add_argument(
+        "--steps", type=int, help=f"default: the scheduler's ({PAPER_STEPS} for euler, {SAMPLERS['lcm'].steps} for lcm)"
+    )
+    gen.add_argument(
+        "--guidance",
+        type=float,
+        help=f"default: the scheduler's ({PAPER_GUIDANCE:g} for euler, {SAMPLERS['lcm'].guidance:g} for lcm)",
+    )
     gen.add_argument(
         "--lora", action="append", type=parse_lora, default=[], metavar="PATH_OR_ID[:SCALE]",
         help=f"a LoRA to apply, repeatable: {LCM_LORA_ID} for --scheduler lcm, or a style LoRA",
@@ -90,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--people-mode", choices=PEOPLE_MODES,
         help="several people: one-pass (one prompt, one UNet pass) or regions (MultiDiffusion); default: the identity model's",
     )  # fmt: skip
-    gen.add_argument("--region", action="append", metavar="X0,Y0,X1,Y1", help="several people: where each goes (fractions)")
-    gen.add_argument("--split", type=float, default=0.5, help="several people: left/right border, fraction of the width")
+    gen.add_argument(
+        "--region", action="append", metavar="X0,Y0,X1,Y1", help="several people: where each goes (fractions)"
+    )
+    gen.add_argument(
+        "--split", type=float, default=0.5, help="several people: left/right border, fraction of the width"
+    )
     gen.add_argument("--overlap", type=float, default=0.1, help="several people: width of the soft border")
     gen.add_argument("--scene-weight", type=float, default=0.3, help="several people: weight of the scene prompt")
     gen.add_argument("--num-images", type=int, default=1)
@@ -101,10 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
     add_creative_arguments(gen)
     add_model_arguments(gen)
-    convert = commands.add_parser("convert", help="write a third-party checkpoint as a pipeline folder that loads offline")
+    convert = commands.add_parser(
+        "convert", help="write a third-party checkpoint as a pipeline folder that loads offline"
+    )
     convert.add_argument("kind", choices=[FASTCOMPOSER], help="the checkpoint's model")
-    convert.add_argument("checkpoint", metavar="PATH", help=f"their {FASTCOMPOSER_FILE}, or `{FASTCOMPOSER}` for the hub's")
-    convert.add_argument("out", type=Path, metavar="OUT", help="new folder; load it with --base OUT or --identity-model OUT")
+    convert.add_argument(
+        "checkpoint", metavar="PATH", help=f"their {FASTCOMPOSER_FILE}, or `{FASTCOMPOSER}` for the hub's"
+    )
+    convert.add_argument(
+        "out", type=Path, metavar="OUT", help="new folder; load it with --base OUT or --identity-model OUT"
+    )
     convert.add_argument("--base", default=BASE_MODEL_ID, help="the SD 1.5 it was fine-tuned from (hub id or folder)")
     convert.add_argument("--tiny", action="store_true", help="a checkpoint for the tiny preset (tests)")
     convert.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="precision of the written weights")
@@ -118,19 +142,29 @@ def add_creative_arguments(parser: argparse.ArgumentParser) -> None:
     """Styles and sizes by name (the app's choices), the face detailer, editing a photo, ControlNet."""
     group = parser.add_argument_group("creative tools")
     group.add_argument("--style", choices=style_names(), default=NO_STYLE, help="a style template (assets/styles.json)")
-    group.add_argument("--aspect", choices=list(ASPECTS), help="a named size, as in the app (instead of --height/--width)")
+    group.add_argument(
+        "--aspect", choices=list(ASPECTS), help="a named size, as in the app (instead of --height/--width)"
+    )
     group.add_argument(
         "--detailer", action=argparse.BooleanOptionalAction, default=True,
         help="re-draw faces smaller than 1/5 of the picture's shorter side with their identity (default: on)",
     )  # fmt: skip
-    group.add_argument("--init-image", type=Path, metavar="PHOTO", help="your photo: restyled whole, or edited inside --mask")
+    group.add_argument(
+        "--init-image", type=Path, metavar="PHOTO", help="your photo: restyled whole, or edited inside --mask"
+    )
     group.add_argument(
         "--mask", metavar="MASK|face",
         help=f"with --init-image: where the person goes, a mask image (white = there) or '{FACE_REGION}' (the photo's face)",
     )  # fmt: skip
-    group.add_argument("--control-image", type=Path, metavar="PICTURE", help="a picture whose pose or layout the portrait follows")
-    group.add_argument("--control", choices=list(CONTROLS), default="canny", help="what is taken from --control-image (default canny)")
-    group.add_argument("--control-scale", type=float, default=1.0, help="how strongly the ControlNet steers, 0-2 (default 1)")
+    group.add_argument(
+        "--control-image", type=Path, metavar="PICTURE", help="a picture whose pose or layout the portrait follows"
+    )
+    group.add_argument(
+        "--control", choices=list(CONTROLS), default="canny", help="what is taken from --control-image (default canny)"
+    )
+    group.add_argument(
+        "--control-scale", type=float, default=1.0, help="how strongly the ControlNet steers, 0-2 (default 1)"
+    )
     group.add_argument(
         "--strength", type=float,
         help=f"with --init-image: how much is re-drawn, 0-1 (default {RESTYLE_STRENGTH} restyling, {INPAINT_STRENGTH} in a mask)",
@@ -198,7 +232,9 @@ def generate(args: argparse.Namespace) -> list[Path]:
     check_creative_options(args)
     photos = [[read_face(source, args.demo) for source in sources] for sources in args.face]
     init_image, mask = (load_image(args.init_image), read_mask(args.mask)) if args.init_image else (None, None)
-    control_picture = control_map(args.control, load_image(args.control_image), args.weights_dir) if args.control_image else None
+    control_picture = (
+        control_map(args.control, load_image(args.control_image), args.weights_dir) if args.control_image else None
+    )
     sampler = SAMPLERS[args.scheduler]
     args.steps = sampler.steps if args.steps is None else args.steps
     args.guidance = sampler.guidance if args.guidance is None else args.guidance
@@ -241,13 +277,18 @@ def generate(args: argparse.Namespace) -> list[Path]:
             **canvas,
         )
     else:
-        people_list = [Person(face, word, expression, region) for face, word, expression, region in zip(faces, words, expressions, regions)]
+        people_list = [
+            Person(face, word, expression, region)
+            for face, word, expression, region in zip(faces, words, expressions, regions)
+        ]
         several = maker.with_modules(PortraitBoothPeoplePipeline)
         result = several(
             prompt_text, people_list, people_mode=args.people_mode, split=args.split, overlap=args.overlap,
             scene_weight=args.scene_weight, **common, **canvas,
         )  # fmt: skip
-        places = [describe_region(mask) for mask in result.regions] if result.regions else ["placed by the prompt"] * people
+        places = (
+            [describe_region(mask) for mask in result.regions] if result.regions else ["placed by the prompt"] * people
+        )
         for index, (sources, placed, place) in enumerate(zip(args.face, result.prompts, places), start=1):
             word = placed.text[slice(*placed.identity_span)]
             print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {place}")
@@ -276,14 +317,24 @@ def generate(args: argparse.Namespace) -> list[Path]:
         "guidance": str(args.guidance),
         "identity_start": "model default" if args.identity_start is None else str(args.identity_start),
         "loras": ", ".join(f"{lora.source}:{lora.scale:g}" for lora in args.lora),
-        "model": "tiny (untrained)" if args.tiny else "demo (drawn people, assets/demo)" if args.demo else str(args.portrait_weights or args.base),
+        "model": "tiny (untrained)"
+        if args.tiny
+        else "demo (drawn people, assets/demo)"
+        if args.demo
+        else str(args.portrait_weights or args.base),
         "identity_model": identity_model_line(pipe, model_source(args)),
         "edit": describe_edit(args),
-        "control": f"{args.control} from {args.control_image.name}, scale {args.control_scale:g}" if args.control_image else "none",
+        "control": f"{args.control} from {args.control_image.name}, scale {args.control_scale:g}"
+        if args.control_image
+        else "none",
     }
     return [
-        save_png(image, args.out, f"portrait-{image_seed}", {**metadata, "seed": str(image_seed), "size": f"{image.width}×{image.height}",
-                                                              "detailer": note})  # fmt: skip
+        save_png(
+            image,
+            args.out,
+            f"portrait-{image_seed}",
+            {**metadata, "seed": str(image_seed), "size": f"{image.width}×{image.height}", "detailer": note},
+        )  # fmt: skip
         for image_seed, image, note in zip(seeds, images, detailer_notes)
     ]
 
@@ -292,7 +343,9 @@ def convert(args: argparse.Namespace) -> Path:
     """FastComposer's checkpoint on its base, written (atomically) as a pipeline folder with safetensors and configs;
     the base's safety checker goes with it when it is here, so the folder alone serves the app offline."""
     base = TINY if args.tiny else args.base
-    source = ModelSource(base=base, identity_model=args.checkpoint, safety_checker=False, device="cpu", dtype=args.dtype)
+    source = ModelSource(
+        base=base, identity_model=args.checkpoint, safety_checker=False, device="cpu", dtype=args.dtype
+    )
     pipe = load_pipeline(source)
     try:
         pipe = pipe.with_modules(**safety_modules(dataclasses.replace(source, safety_checker=True)))
@@ -335,7 +388,9 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     try:
         x0, y0, x1, y1 = (float(value) for value in text.split(","))
     except ValueError:
-        raise OptionError(f"--region takes x0,y0,x1,y1 as fractions of the picture, e.g. 0,0,0.5,1; got {text!r}") from None
+        raise OptionError(
+            f"--region takes x0,y0,x1,y1 as fractions of the picture, e.g. 0,0,0.5,1; got {text!r}"
+        ) from None
     return x0, y0, x1, y1
 
 

@@ -43,7 +43,9 @@ class Control:
 
 CONTROLS = {
     "canny": Control("lllyasviel/control_v11p_sd15_canny", "Canny edges (OpenCV, no weights)"),
-    "openpose": Control("lllyasviel/control_v11p_sd15_openpose", f"OpenPose ({OPENPOSE_WEIGHTS.filename}, controlnet_aux)"),
+    "openpose": Control(
+        "lllyasviel/control_v11p_sd15_openpose", f"OpenPose ({OPENPOSE_WEIGHTS.filename}, controlnet_aux)"
+    ),
     "depth": Control("lllyasviel/control_v11f1p_sd15_depth", f"depth ({DEPTH_ANNOTATOR}, transformers)"),
 }
 
@@ -85,7 +87,10 @@ def _depth(picture: Image.Image) -> Image.Image:
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     folder = resolve_pretrained(
-        DEPTH_ANNOTATOR, "Depth annotator", required=("config.json", "preprocessor_config.json", "model.safetensors"), extra_patterns=()
+        DEPTH_ANNOTATOR,
+        "Depth annotator",
+        required=("config.json", "preprocessor_config.json", "model.safetensors"),
+        extra_patterns=(),
     )
     processor = AutoImageProcessor.from_pretrained(folder)
     model = AutoModelForDepthEstimation.from_pretrained(folder, use_safetensors=True).eval()
@@ -96,14 +101,18 @@ def _depth(picture: Image.Image) -> Image.Image:
     return Image.fromarray((depth.numpy() * 255).round().astype(np.uint8)).convert("RGB")
 
 
-def load_controlnet(kind: str, pipe: PortraitBoothPipeline, random_weights: bool = False, seed: int = 0) -> ControlNetModel:
+def load_controlnet(
+    kind: str, pipe: PortraitBoothPipeline, random_weights: bool = False, seed: int = 0
+) -> ControlNetModel:
     """SD 1.5's ControlNet for `kind` in the pipeline's precision; `random_weights`: a random one shaped from
     the pipeline's UNet (the random-weight presets)."""
     control = _check_kind(kind)
     if random_weights:
         controlnet = random_controlnet(pipe.unet, seed)
     else:
-        folder = resolve_pretrained(control.controlnet, f"ControlNet ({kind})", required=CONTROLNET_FILES, extra_patterns=())
+        folder = resolve_pretrained(
+            control.controlnet, f"ControlNet ({kind})", required=CONTROLNET_FILES, extra_patterns=()
+        )
         controlnet = ControlNetModel.from_pretrained(folder, use_safetensors=True, torch_dtype=pipe.unet.dtype)
     if controlnet.dtype != pipe.unet.dtype:
         controlnet = controlnet.to(dtype=pipe.unet.dtype)
@@ -133,7 +142,9 @@ class ControlledUNet(torch.nn.Module):
     """The UNet with a ControlNet's residuals added at every call; everything else (config, dtype, LoRA
     methods) is the UNet's own, so any Stable Diffusion pipeline can use it in the UNet's place."""
 
-    def __init__(self, unet: UNet2DConditionModel, controlnet: ControlNetModel, condition: torch.Tensor, scale: float = 1.0):
+    def __init__(
+        self, unet: UNet2DConditionModel, controlnet: ControlNetModel, condition: torch.Tensor, scale: float = 1.0
+    ):
         super().__init__()
         self.unet, self.controlnet = unet, controlnet
         self.condition, self.scale = condition, scale

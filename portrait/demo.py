@@ -51,7 +51,9 @@ class DrawnPerson:
         landmarks = torch.from_numpy(self.landmarks)[None]
         aligned = align_faces(image_to_tensor(self.image)[None], landmarks)[0]
         (x0, y0), (x1, y1) = self.landmarks.min(axis=0), self.landmarks.max(axis=0)
-        return FaceAnalysis(self.image, DetectedFace((float(x0), float(y0), float(x1), float(y1)), self.landmarks, 1.0), 1, aligned)
+        return FaceAnalysis(
+            self.image, DetectedFace((float(x0), float(y0), float(x1), float(y1)), self.landmarks, 1.0), 1, aligned
+        )
 
 
 DEMO_MODEL = DEMO_FOLDER / "model"  # a saved PortraitBooth pipeline, loaded like any other base
@@ -63,7 +65,9 @@ def demo_available(folder: Path = DEMO_FOLDER) -> bool:
 
 def check_demo(folder: Path = DEMO_FOLDER) -> None:
     if not demo_available(folder):
-        raise MissingWeightsError(f"The demo model is not in {folder} (model/, people.json): restore assets/demo/ from git")
+        raise MissingWeightsError(
+            f"The demo model is not in {folder} (model/, people.json): restore assets/demo/ from git"
+        )
 
 
 def example_people(folder: Path = DEMO_FOLDER) -> list[DrawnPerson]:

@@ -53,7 +53,6 @@ class DetailerReport:
     seconds: float = 0.0
     skipped: str | None = None  # why nothing was tried
 
-
     def note(self, settings: DetailerSettings) -> str:
         """One sentence for the caption: what the detailer did."""
         limit = f"1/{round(1 / settings.max_face_fraction)}" if settings.max_face_fraction else "0"
@@ -107,7 +106,9 @@ class FaceDetailer:
         The i-th small face from the left is re-drawn with the generator seed `seed + i`.
         """
         if len(faces) > 1 and regions is None:
-            return image, DetailerReport(skipped="people placed by the prompt (one pass) have no region to tell whose face is whose")
+            return image, DetailerReport(
+                skipped="people placed by the prompt (one pass) have no region to tell whose face is whose"
+            )
         started = time.perf_counter()
         small, big_enough = self.small_faces(image)
         report = DetailerReport(big_enough=big_enough)
@@ -116,7 +117,13 @@ class FaceDetailer:
             person = 0 if len(faces) == 1 else _owner(face, regions)
             crop = crop_box(face, image.size, self.settings.margin)
             redrawn = self._redraw(
-                image.crop(crop), prompts[person], faces[person], negative_prompt, num_inference_steps, guidance_scale, seed + index
+                image.crop(crop),
+                prompts[person],
+                faces[person],
+                negative_prompt,
+                num_inference_steps,
+                guidance_scale,
+                seed + index,
             )
             if redrawn is None:
                 report.flagged += 1
@@ -206,5 +213,7 @@ def detail_images(
     """Every picture of one generation through the detailer (picture i with seed `seeds[i]`), and one note
     per picture. `sampling`: negative_prompt, num_inference_steps, guidance_scale as the generation had them."""
     detailer = FaceDetailer(pipe, settings)
-    done = [detailer.detail(image, prompts, faces, regions, seed=seed, **sampling) for image, seed in zip(images, seeds)]
+    done = [
+        detailer.detail(image, prompts, faces, regions, seed=seed, **sampling) for image, seed in zip(images, seeds)
+    ]
     return [image for image, _ in done], [report.note(settings) for _, report in done]

@@ -65,9 +65,10 @@ def _fetch_rest(url: str, part: Path, size: int | None, timeout: float, label: s
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else size
         received = 0
-        with open(part, "ab" if resumed else "wb") as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label
-        ) as bar:
+        with (
+            open(part, "ab" if resumed else "wb") as out,
+            tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label) as bar,
+        ):
             for block in iter(lambda: response.read(CHUNK), b""):
                 out.write(block)
                 received += len(block)

@@ -83,7 +83,9 @@ def edit_photo(
     prompts = pipe.identity_prompts(prompt, identity_word, None, expression)
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if strength == 0.0:  # nothing re-drawn: diffusers would run no step at all
-        return PortraitBoothPipelineOutput([photo.copy() for _ in range(num_images_per_prompt)], None, prompts, face.analyses)
+        return PortraitBoothPipelineOutput(
+            [photo.copy() for _ in range(num_images_per_prompt)], None, prompts, face.analyses
+        )
     if mask is None:
         photo = photo.resize(working_size(photo.size, native), Image.LANCZOS)
     do_cfg = guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None

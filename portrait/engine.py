@@ -119,7 +119,9 @@ def load_pipeline(source: ModelSource) -> PortraitBoothPipeline:
     dtype = pick_dtype(device, source.dtype)
     if source.identity_model is not None:
         if source.portrait_weights is not None or source.untrained_stea:
-            raise OptionError("--identity-model runs FastComposer; it cannot be combined with PortraitBooth weights or an untrained STEA")
+            raise OptionError(
+                "--identity-model runs FastComposer; it cannot be combined with PortraitBooth weights or an untrained STEA"
+            )
         pipe = load_fastcomposer_pipeline(source.base, source.identity_model, seed=source.seed, dtype=dtype)
     elif source.is_preset:
         pipe = PortraitBoothPipeline.from_random_preset(source.base, seed=source.seed)
@@ -163,11 +165,20 @@ def load_engine(source: ModelSource) -> PortraitBoothPipeline:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model flags every command shares (with environment defaults for servers and Spaces)."""
     env = os.environ.get
-    parser.add_argument("--tiny", action="store_true", help="tiny untrained models: no weights, no network; makes noise")
-    parser.add_argument("--demo", action="store_true", help="the offline demo: a toy model of drawn people (assets/demo), no network")
-    parser.add_argument("--base", default=env("PORTRAIT_BASE", BASE_MODEL_ID), help="SD 1.5 hub id or folder ($PORTRAIT_BASE)")
     parser.add_argument(
-        "--portrait-weights", type=Path, default=env("PORTRAIT_WEIGHTS"), help="trained weights folder, stea/ unet/ ($PORTRAIT_WEIGHTS)"
+        "--tiny", action="store_true", help="tiny untrained models: no weights, no network; makes noise"
+    )
+    parser.add_argument(
+        "--demo", action="store_true", help="the offline demo: a toy model of drawn people (assets/demo), no network"
+    )
+    parser.add_argument(
+        "--base", default=env("PORTRAIT_BASE", BASE_MODEL_ID), help="SD 1.5 hub id or folder ($PORTRAIT_BASE)"
+    )
+    parser.add_argument(
+        "--portrait-weights",
+        type=Path,
+        default=env("PORTRAIT_WEIGHTS"),
+        help="trained weights folder, stea/ unet/ ($PORTRAIT_WEIGHTS)",
     )
     parser.add_argument(
         "--identity-model", default=env("PORTRAIT_IDENTITY_MODEL"), metavar="fastcomposer|PATH",
@@ -175,12 +186,22 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "or a folder `portrait convert` wrote ($PORTRAIT_IDENTITY_MODEL)",
     )  # fmt: skip
     parser.add_argument("--identity-checkpoint", type=Path, help="identity encoder .pth (default: the weights folder)")
-    parser.add_argument("--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or ./weights)")
-    parser.add_argument("--device", default=env("PORTRAIT_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when present)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default=env("PORTRAIT_DTYPE"), help="default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument(
+        "--weights-dir", type=Path, help=f"third-party weights folder (default ${WEIGHTS_DIR_ENV} or ./weights)"
+    )
+    parser.add_argument(
+        "--device", default=env("PORTRAIT_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when present)"
+    )
+    parser.add_argument(
+        "--dtype", choices=list(DTYPES), default=env("PORTRAIT_DTYPE"), help="default fp16 on CUDA, fp32 on CPU"
+    )
     parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
-    parser.add_argument("--no-safety-checker", action="store_true", help="research use only: flagged pictures are shown")
-    parser.add_argument("--no-watermark", action="store_true", help="research use only: pictures carry no invisible watermark")
+    parser.add_argument(
+        "--no-safety-checker", action="store_true", help="research use only: flagged pictures are shown"
+    )
+    parser.add_argument(
+        "--no-watermark", action="store_true", help="research use only: pictures carry no invisible watermark"
+    )
 
 
 def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
@@ -203,7 +224,6 @@ def model_source(args: argparse.Namespace, **overrides) -> ModelSource:
         watermark=not args.no_watermark,
     )
     return ModelSource(**{**values, **overrides})
-
 
 
 def identity_model_line(pipe: PortraitBoothPipeline, source: ModelSource | None = None) -> str:

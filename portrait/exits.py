@@ -47,7 +47,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+def run(
+    main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None, prog: str | None = None
+) -> int:
     """Call `main(argv)`; turn what it raises into one line on stderr and an exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or os.path.basename(sys.argv[0]) or "portrait"

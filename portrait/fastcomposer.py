@@ -46,7 +46,11 @@ VISION_PREFIX = "image_encoder.vision_model."
 # checkpoint prefix → (pipeline slot, prefix inside that module, the sub-groups FastComposerModel has)
 KEY_GROUPS = {
     "unet.": ("unet", "", None),
-    "text_encoder.": ("text_encoder", "", ("embeddings.", "encoder.", "final_layer_norm.")),  # "text_model." before transformers 5
+    "text_encoder.": (
+        "text_encoder",
+        "",
+        ("embeddings.", "encoder.", "final_layer_norm."),
+    ),  # "text_model." before transformers 5
     "image_encoder.": ("fusion_encoder", "vision.", ("vision_model.", "visual_projection.")),
     "postfuse_module.": ("stea", "", ("mlp1.", "mlp2.", "layer_norm.")),
 }
@@ -65,7 +69,11 @@ class LoadReport:
     def line(self, source: str) -> str:
         used = ", ".join(f"{slot} {count}" for slot, count in self.used.items())
         ignored = "; ".join(f"{_keys_text(keys)} ({reason})" for reason, keys in self.ignored.items()) or "none"
-        marker = f"; tokenizer entry {IMAGE_MARKER!r} added for the embedding table's extra row" if self.img_token_added else ""
+        marker = (
+            f"; tokenizer entry {IMAGE_MARKER!r} added for the embedding table's extra row"
+            if self.img_token_added
+            else ""
+        )
         return f"FastComposer checkpoint {source}: used {sum(self.used.values())} keys ({used}); ignored: {ignored}{marker}"
 
 
@@ -191,7 +199,10 @@ def _embedding_rows(state: dict[str, torch.Tensor], source: str) -> int:
 
 def _split(state: dict[str, torch.Tensor], modules: dict, report: LoadReport, source: str) -> dict[str, dict]:
     """The checkpoint's keys sorted into each module's own names; every key used, ignored or refused."""
-    groups_here = {prefix: (slot, _inner_prefix(modules[slot], inner), groups) for prefix, (slot, inner, groups) in KEY_GROUPS.items()}
+    groups_here = {
+        prefix: (slot, _inner_prefix(modules[slot], inner), groups)
+        for prefix, (slot, inner, groups) in KEY_GROUPS.items()
+    }
     pieces: dict[str, dict] = {slot: {} for slot, _, _ in KEY_GROUPS.values()}
     unknown: list[str] = []
     for key, value in state.items():
@@ -210,7 +221,11 @@ def _split(state: dict[str, torch.Tensor], modules: dict, report: LoadReport, so
         pieces[slot][inner + key[len(prefix) :]] = value
     missing, unexpected, shapes = [], unknown, []
     for prefix, (slot, inner, _) in groups_here.items():
-        found = _misfits(pieces[slot], modules[slot].state_dict(), lambda name, prefix=prefix, inner=inner: prefix + name[len(inner) :])
+        found = _misfits(
+            pieces[slot],
+            modules[slot].state_dict(),
+            lambda name, prefix=prefix, inner=inner: prefix + name[len(inner) :],
+        )
         missing, unexpected, shapes = missing + found[0], unexpected + found[1], shapes + found[2]
     _refuse_misfits(source, missing, unexpected, shapes)
     return pieces
@@ -236,7 +251,9 @@ def _misfits(provided: dict, expected: dict, shown) -> tuple[list[str], list[str
 def _refuse_misfits(source: str, missing: list[str], unexpected: list[str], shapes: list[str]) -> None:
     problems = [f"missing {_keys_text(missing)}"] if missing else []
     problems += [f"unexpected {_keys_text(unexpected)}"] if unexpected else []
-    problems += [shapes[0] + (f" (and {len(shapes) - 1} more wrong shapes)" if len(shapes) > 1 else "")] if shapes else []
+    problems += (
+        [shapes[0] + (f" (and {len(shapes) - 1} more wrong shapes)" if len(shapes) > 1 else "")] if shapes else []
+    )
     if problems:
         raise DataError(f"{source} does not fit FastComposer's layout on this base: " + "; ".join(problems))
 
@@ -258,7 +275,9 @@ def load_fastcomposer_pipeline(
     if folder.is_dir() and (folder / "model_index.json").is_file():
         pipe = PortraitBoothPipeline.from_pretrained(folder, dtype=dtype)
         if not isinstance(pipe.stea, FastComposerFusion):
-            raise DataError(f"{folder} is a saved pipeline but not a converted FastComposer (its fusion is {type(pipe.stea).__name__})")
+            raise DataError(
+                f"{folder} is a saved pipeline but not a converted FastComposer (its fusion is {type(pipe.stea).__name__})"
+            )
         return pipe
     if base in PRESETS:
         plain = PortraitBoothPipeline.from_random_preset(base, seed=seed)
@@ -281,7 +300,9 @@ def load_fastcomposer_pipeline(
 def load_fastcomposer_unet(unet: UNet2DConditionModel, spec: str | os.PathLike) -> None:
     """Overwrite `unet` with FastComposer's fine-tuned UNet (the `init_unet_from: fastcomposer` training option)."""
     path = checkpoint_path(spec)
-    state = {key.removeprefix("unet."): value for key, value in read_checkpoint(path).items() if key.startswith("unet.")}
+    state = {
+        key.removeprefix("unet."): value for key, value in read_checkpoint(path).items() if key.startswith("unet.")
+    }
     _refuse_misfits(str(path), *_misfits(state, unet.state_dict(), lambda name: f"unet.{name}"))
     unet.load_state_dict(state, strict=True)
     logger.info("UNet initialised from FastComposer's (%s, %d keys)", path, len(state))

@@ -103,9 +103,7 @@ def _open(source: ImageInput, name: str | None) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"Image refused: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImageError(
-            f"Could not read {name} as an image (corrupt file or unsupported format)"
-        ) from exc
+        raise InvalidImageError(f"Could not read {name} as an image (corrupt file or unsupported format)") from exc
 
 
 def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:

@@ -55,7 +55,10 @@ def default_regions(count: int, height: int, width: int, split: float = 0.5, ove
         raise OptionError(f"split must be in (0, 1) and overlap in [0, 1), got {split} and {overlap}")
     borders = [split] if count == 2 else [index / count for index in range(1, count)]
     x = (np.arange(width, dtype=np.float32) + 0.5) / width
-    ramps = [np.clip((x - border) / overlap + 0.5, 0, 1) if overlap else (x >= border).astype(np.float32) for border in borders]
+    ramps = [
+        np.clip((x - border) / overlap + 0.5, 0, 1) if overlap else (x >= border).astype(np.float32)
+        for border in borders
+    ]
     # right[j]: how much of each column lies right of border j; the canvas edges are borders 0 and count.
     right = [np.ones_like(x)] + ramps + [np.zeros_like(x)]
     columns = [right[index] - right[index + 1] for index in range(count)]
@@ -190,11 +193,17 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         check_sampling(identity_start, num_inference_steps, num_images_per_prompt, height, width, guidance_scale)
         config = self.stea.config
         prompts = build_subject_prompts(
-            prompt, [p.identity_word for p in people], [p.expression for p in people], config.identity_words, config.emotion_words
+            prompt,
+            [p.identity_word for p in people],
+            [p.expression for p in people],
+            config.identity_words,
+            config.emotion_words,
         )
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
-        self.check_inputs(prompts[0].text, height, width, None, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            prompts[0].text, height, width, None, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs
+        )
         self._guidance_scale = guidance_scale
         self._interrupt = False
         masks = [
@@ -202,7 +211,9 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
             for person, default in zip(people, default_regions(len(people), height, width, split, overlap))
         ] if regions else []  # fmt: skip
         device = self._execution_device
-        with_faces, text_only = self._branch_conditions(prompts, people, negative_prompt, num_images_per_prompt, regions)
+        with_faces, text_only = self._branch_conditions(
+            prompts, people, negative_prompt, num_images_per_prompt, regions
+        )
         start_step = round(identity_start * num_inference_steps)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -223,7 +234,12 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
                 latents = self.scheduler.step(noise, timestep, latents, **step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
-                    replaced = callback_on_step_end(self, step, timestep, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}) or {}
+                    replaced = (
+                        callback_on_step_end(
+                            self, step, timestep, {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                        )
+                        or {}
+                    )
                     latents = replaced.get("latents", latents)
                     if "prompt_embeds" in replaced:
                         with_faces = text_only = replaced["prompt_embeds"]
@@ -235,14 +251,22 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
             decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
             decoded, flagged = self.run_safety_checker(decoded, device, with_faces.dtype)
             denormalize = None if flagged is None else [not flag for flag in flagged]
-            images = self.marked(self.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=denormalize), output_type)
+            images = self.marked(
+                self.image_processor.postprocess(decoded, output_type=output_type, do_denormalize=denormalize),
+                output_type,
+            )
         self.maybe_free_model_hooks()
         faces = [analysis for person in people for analysis in person.face.analyses]
         output = PortraitBoothPipelineOutput(images, flagged, prompts, faces, masks or None)
         return output if return_dict else (output.images, output.nsfw_content_detected)
 
     def _branch_conditions(
-        self, prompts: list, people: Sequence[Person], negative_prompt: str | None, num_images: int, regions: bool = True
+        self,
+        prompts: list,
+        people: Sequence[Person],
+        negative_prompt: str | None,
+        num_images: int,
+        regions: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(with faces, text only): [unconditional (with guidance); scene; person 1; ...], each `num_images` rows;
         one-pass mode (`regions=False`) has no person branches.
@@ -251,15 +275,23 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         """
         negative = [negative_prompt] if negative_prompt is not None else None
         device = self._execution_device
-        text, unconditional = self.encode_prompt([prompts[0].text], device, num_images, self.do_classifier_free_guidance, negative)
-        personal = [self.add_identity(text, [p], person.face, num_images) for p, person in zip(prompts, people)] if regions else []
+        text, unconditional = self.encode_prompt(
+            [prompts[0].text], device, num_images, self.do_classifier_free_guidance, negative
+        )
+        personal = (
+            [self.add_identity(text, [p], person.face, num_images) for p, person in zip(prompts, people)]
+            if regions
+            else []
+        )
         scene = text
         for identity_prompt, person in zip(prompts, people):
             scene = self.add_identity(scene, [identity_prompt], person.face, num_images)
         first = [unconditional] if self.do_classifier_free_guidance else []
         return torch.cat([*first, scene, *personal]), torch.cat([*first, *[text] * (1 + len(personal))])
 
-    def fused_noise(self, latents: torch.Tensor, timestep: torch.Tensor, conditions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def fused_noise(
+        self, latents: torch.Tensor, timestep: torch.Tensor, conditions: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         """Fused noise prediction of one step: every branch in one UNet call, guidance per branch, then fusion.
 
         conditions: (branches·B, L, D) ordered [unconditional (with guidance); scene; person 1; ...];
@@ -272,4 +304,6 @@ class PortraitBoothPeoplePipeline(PortraitBoothPipeline):
         if self.do_classifier_free_guidance:
             unconditional, predictions = predictions[0], predictions[1:]
             predictions = unconditional + self.guidance_scale * (predictions - unconditional)
-        return fuse_regions(predictions, weights) if weights.shape[0] > 1 else predictions[0]  # one-pass: the scene alone
+        return (
+            fuse_regions(predictions, weights) if weights.shape[0] > 1 else predictions[0]
+        )  # one-pass: the scene alone

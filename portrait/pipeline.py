@@ -115,7 +115,9 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
     def as_diffusers(self, kind: type[DiffusionPipeline], **modules) -> DiffusionPipeline:
         """A diffusers Stable Diffusion pipeline of `kind` (plain, img2img, inpainting, ...) sharing these modules
         but for `modules`; it takes this pipeline's identity condition as `prompt_embeds`."""
-        components = {name: module for name, module in self.components.items() if name not in ("stea", "fusion_encoder")}
+        components = {
+            name: module for name, module in self.components.items() if name not in ("stea", "fusion_encoder")
+        }
         pipe = kind(**{**components, **modules}, requires_safety_checker=False)
         pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return pipe
@@ -137,7 +139,9 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
         analyzer = self._face_analyzer()
         analyses = [item if isinstance(item, FaceAnalysis) else analyzer.analyze(item) for item in items]
         encoder = self.fusion_encoder
-        pixels = torch.stack([encoder_input(encoder, analysis) for analysis in analyses]).to(self._execution_device, encoder.dtype)
+        pixels = torch.stack([encoder_input(encoder, analysis) for analysis in analyses]).to(
+            self._execution_device, encoder.dtype
+        )
         with torch.no_grad():
             identity = encoder(pixels)
         return FaceEncoding(

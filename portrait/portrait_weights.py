@@ -81,9 +81,13 @@ class PortraitWeightsMixin:
             kwargs.setdefault("requires_safety_checker", False)
         if "stea" in kwargs and "fusion_encoder" not in kwargs:
             folder = fusion_folder(base) if is_portrait_folder else None
-            kwargs["fusion_encoder"] = _fusion_encoder_for(kwargs["stea"], folder, identity_checkpoint, weights_dir, dtype)
+            kwargs["fusion_encoder"] = _fusion_encoder_for(
+                kwargs["stea"], folder, identity_checkpoint, weights_dir, dtype
+            )
         if is_portrait_folder and "fusion_encoder" not in kwargs and fusion_folder(base).name == LEGACY_FUSION_FOLDER:
-            kwargs["fusion_encoder"] = _saved_encoder(fusion_folder(base), dtype)  # diffusers would look in fusion_encoder/
+            kwargs["fusion_encoder"] = _saved_encoder(
+                fusion_folder(base), dtype
+            )  # diffusers would look in fusion_encoder/
         pipe = super().from_pretrained(base, **kwargs)
         if portrait_weights is not None and (Path(portrait_weights) / UNET_LORA_FOLDER).is_dir():
             fuse_unet_lora(pipe.unet, Path(portrait_weights))  # a UNet of its own, just loaded
@@ -110,13 +114,17 @@ class PortraitWeightsMixin:
             modules["unet"] = fuse_unet_lora(modules.get("unet") or pycopy.deepcopy(self.unet), Path(folder))
         if "fusion_encoder" not in modules:
             stea = modules["stea"]
-            modules["fusion_encoder"] = _matching(self.fusion_encoder, stea) or _fusion_encoder_for(stea, None, None, None, None)
+            modules["fusion_encoder"] = _matching(self.fusion_encoder, stea) or _fusion_encoder_for(
+                stea, None, None, None, None
+            )
         return self.with_modules(**modules).to(self.device)
 
     def with_untrained_stea(self, feature_layer: str | None = None) -> "PortraitBoothPipeline":
         """A zero-residual STEA (exactly plain Stable Diffusion) fusing φ's `feature_layer` (default: as now)."""
         encoder = _with_feature_layer(self.fusion_encoder, feature_layer or self.stea.config.feature_layer)
-        stea = STEA.from_config(self.stea.config, identity_dim=encoder.feature_dim, feature_layer=encoder.config.feature_layer)
+        stea = STEA.from_config(
+            self.stea.config, identity_dim=encoder.feature_dim, feature_layer=encoder.config.feature_layer
+        )
         return self.with_modules(stea=stea.to(self.device, self.stea.dtype), fusion_encoder=encoder)
 
     def save_portrait_weights(self, folder: str | os.PathLike) -> None:
@@ -155,7 +163,9 @@ def fusion_folder(folder: Path) -> Path:
 def fuse_unet_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionModel:
     """`unet` with the LoRA of `folder/unet_lora/` fused into its weights (changed in place, returned)."""
     try:
-        unet.load_lora_adapter(str(folder / UNET_LORA_FOLDER), weight_name=LORA_FILE, prefix="unet", adapter_name="portraitbooth")
+        unet.load_lora_adapter(
+            str(folder / UNET_LORA_FOLDER), weight_name=LORA_FILE, prefix="unet", adapter_name="portraitbooth"
+        )
     except (OSError, ValueError, RuntimeError) as error:
         raise MissingWeightsError(f"{folder / UNET_LORA_FOLDER} holds no LoRA for this UNet: {error}") from None
     unet.fuse_lora(adapter_names=["portraitbooth"])
@@ -166,15 +176,24 @@ def fuse_unet_lora(unet: UNet2DConditionModel, folder: Path) -> UNet2DConditionM
 def _saved_encoder(folder: Path, dtype: torch.dtype | None) -> IdentityEncoder | ClipImageEncoder:
     """A saved encoder folder, loaded as the class it was saved from (φ or the trained CLIP)."""
     kind = json.loads((folder / "config.json").read_text())["_class_name"]
-    encoder_class = {"IdentityEncoder": IdentityEncoder, "ClipImageEncoder": ClipImageEncoder, "FastComposerImageEncoder": FastComposerImageEncoder}[kind]
+    encoder_class = {
+        "IdentityEncoder": IdentityEncoder,
+        "ClipImageEncoder": ClipImageEncoder,
+        "FastComposerImageEncoder": FastComposerImageEncoder,
+    }[kind]
     return encoder_class.from_pretrained(folder, dtype=dtype).eval()
 
 
-def _fusion_encoder_for(stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype) -> IdentityEncoder | ClipImageEncoder:
+def _fusion_encoder_for(
+    stea: STEA, folder: Path | None, checkpoint, weights_dir, dtype
+) -> IdentityEncoder | ClipImageEncoder:
     """The encoder `stea` was trained with: the saved pipeline's own (`folder`) when it is that
     architecture, else loaded by its name (third-party checkpoint, or CLIP); set to the feature STEA fuses."""
     config = stea.config
-    if folder is not None and json.loads((folder / "config.json").read_text()).get("architecture") == config.fusion_encoder:
+    if (
+        folder is not None
+        and json.loads((folder / "config.json").read_text()).get("architecture") == config.fusion_encoder
+    ):
         return _matching(_saved_encoder(folder, dtype), stea)
     encoder = load_fusion_encoder(config.fusion_encoder, config.feature_layer, checkpoint, weights_dir)
     return encoder.to(dtype) if dtype else encoder
@@ -204,4 +223,6 @@ def _untrained_stea(base: Path, identity_encoder: str) -> STEA:
 
     text_dim = CLIPTextConfig.from_pretrained(base / "text_encoder").hidden_size
     preset = IDENTITY_ENCODERS[identity_encoder]
-    return STEA(text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim, fusion_encoder=identity_encoder)
+    return STEA(
+        text_dim=text_dim, identity_dim=preset.stage_channels[-1], hidden_dim=text_dim, fusion_encoder=identity_encoder
+    )

@@ -88,7 +88,9 @@ class FastComposerFusion(FusionEncoderConfig, ModelMixin, ConfigMixin):
         x = self.mlp1(torch.cat([text, image.to(text)], dim=-1)) + text
         return self.layer_norm(self.mlp2(x))
 
-    def forward(self, text_embeds: torch.Tensor, token_index: torch.Tensor, identity_features: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, text_embeds: torch.Tensor, token_index: torch.Tensor, identity_features: torch.Tensor
+    ) -> torch.Tensor:
         """text_embeds (B, L, D); token_index (B,) the marked token per sample or NO_IDENTITY; identity_features
         (B, D) CLIP image embeddings. Returns (B, L, D) with only the marked tokens changed."""
         return replace_tokens(text_embeds, token_index, lambda tokens: self.fuse(tokens, identity_features))

@@ -48,7 +48,9 @@ SD15_SCHEDULE = dict(
 
 def _byte_symbols() -> list[str]:
     """GPT-2/CLIP byte-to-unicode table: printable stand-ins for the 256 byte values."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes, extra = list(printable), 0
     for byte in range(256):
         if byte not in printable:

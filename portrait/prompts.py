@@ -145,9 +145,7 @@ def build_identity_prompt(
         spans = word_spans(text, identity_word)
     index = occurrence or 0
     if not 0 <= index < len(spans):
-        raise PromptError(
-            f"Asked for occurrence {index + 1} of {identity_word!r}, but the prompt has {len(spans)}"
-        )
+        raise PromptError(f"Asked for occurrence {index + 1} of {identity_word!r}, but the prompt has {len(spans)}")
     (placed,) = _write_expressions(text, [(identity_word, spans[index], expression)], emotion_words)
     return dataclasses.replace(placed, notice=notice)
 
@@ -220,7 +218,9 @@ def _write_expressions(
             inserted = [at for at, word in inserts if at == span[0]]
             start = moved(span[0]) - len(expression) - 1 if inserted else moved(word_spans(text, expression)[0][0])
             expression_span = (start, start + len(expression))
-        prompts.append(IdentityPrompt(final, identity_word, (moved(span[0]), moved(span[1])), expression, expression_span))
+        prompts.append(
+            IdentityPrompt(final, identity_word, (moved(span[0]), moved(span[1])), expression, expression_span)
+        )
     return prompts
 
 
@@ -230,7 +230,9 @@ def _one_marked_word(text: str, marked: list[tuple[int, int]], identity_word: st
         raise PromptError(f"The prompt marks {len(marked)} people with {IMAGE_MARKER!r}, but one face was given")
     word = text[slice(*marked[0])].lower()
     if identity_word is not None and check_single_word(identity_word) != word:
-        raise PromptError(f"The prompt marks {word!r} with {IMAGE_MARKER!r} but the identity word chosen is {identity_word!r}")
+        raise PromptError(
+            f"The prompt marks {word!r} with {IMAGE_MARKER!r} but the identity word chosen is {identity_word!r}"
+        )
     return marked[0]
 
 
@@ -255,7 +257,7 @@ def token_index(tokenizer, text: str, span: tuple[int, int]) -> int:
     last_usable = tokenizer.model_max_length - 2
     if index > last_usable:
         raise PromptError(
-            f"{text[span[0]:span[1]]!r} falls past the text encoder's {tokenizer.model_max_length}-token "
+            f"{text[span[0] : span[1]]!r} falls past the text encoder's {tokenizer.model_max_length}-token "
             "limit; move it earlier in the prompt or shorten the prompt"
         )
     return index

@@ -25,7 +25,9 @@ METHOD = "dwtDctSvd"
 MIN_SIDE = 256  # the transform needs room; smaller pictures are left as they are
 MATCHING_BITS = 44  # of 48: random pictures match so many by chance with odds below 1e-9
 GENERATION_SIDES = tuple(range(256, 1025, 64))  # longer sides the verifier scales a picture back to
-READ_SIDE = 2048  # a larger picture is first scaled to this longest side: verifying 64 MP costs ~3 s, not 36 s and 2.7 GB
+READ_SIDE = (
+    2048  # a larger picture is first scaled to this longest side: verifying 64 MP costs ~3 s, not 36 s and 2.7 GB
+)
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 XMP_KEY = "XML:com.adobe.xmp"
 XMP = (

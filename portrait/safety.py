@@ -51,6 +51,10 @@ def tiny_safety_checker(seed: int = 0) -> dict:
     text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY_VISION["projection_dim"]))
-    processor = CLIPImageProcessor(size={"shortest_edge": TINY_VISION["image_size"]}, crop_size={"height": 32, "width": 32})
+        checker = StableDiffusionSafetyChecker(
+            CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY_VISION["projection_dim"])
+        )
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": TINY_VISION["image_size"]}, crop_size={"height": 32, "width": 32}
+    )
     return {"safety_checker": checker.eval(), "feature_extractor": processor}

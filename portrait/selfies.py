@@ -76,7 +76,9 @@ def encode_checked(
                 analyses.append(photo if isinstance(photo, FaceAnalysis) else pipe._face_analyzer().analyze(photo))
         except FaceError as error:
             raise type(error)(f"Photo {number}: {error}" if len(photos) > 1 else str(error)) from error
-    encodings = [photo if analysis is None else pipe.encode_faces(analysis) for photo, analysis in zip(photos, analyses)]
+    encodings = [
+        photo if analysis is None else pipe.encode_faces(analysis) for photo, analysis in zip(photos, analyses)
+    ]
     check = check_photos(torch.cat([encoding.embedding.cpu() for encoding in encodings]).float(), threshold)
     kept = [encoding for index, encoding in enumerate(encodings) if index not in check.flagged]
     return averaged(kept), check, analyses
@@ -88,6 +90,8 @@ def averaged(encodings: list[FaceEncoding]) -> FaceEncoding:
         return encodings[0]
     return FaceEncoding(
         features=torch.cat([encoding.features.cpu() for encoding in encodings]).mean(dim=0, keepdim=True),
-        embedding=F.normalize(torch.cat([encoding.embedding.cpu() for encoding in encodings]).mean(dim=0, keepdim=True), dim=-1),
+        embedding=F.normalize(
+            torch.cat([encoding.embedding.cpu() for encoding in encodings]).mean(dim=0, keepdim=True), dim=-1
+        ),
         analyses=[analysis for encoding in encodings for analysis in encoding.analyses],
     )

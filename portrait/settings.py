@@ -38,7 +38,9 @@ class Limit:
         if below or above:
             low = "" if self.low is None else f"{'>' if self.low_open else '≥'} {self.low:g}"
             high = "" if self.high is None else f"{'<' if self.high_open else '≤'} {self.high:g}"
-            raise OptionError(f"{name} must be {' and '.join(part for part in (low, high) if part)}; got {shown(value)}")
+            raise OptionError(
+                f"{name} must be {' and '.join(part for part in (low, high) if part)}; got {shown(value)}"
+            )
 
 
 FRACTION = Limit(0.0, 1.0)
@@ -63,7 +65,11 @@ def check_fields(settings: Any, limits: dict[str, Limit]) -> None:
 
 def as_annotated(name: str, value: Any, hint: Any) -> Any:
     """`value` as the type `hint` names, or OptionError naming `name`."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    options = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
     if value is None and type(None) in options:
         return None
     kinds = [option for option in options if option is not type(None)]

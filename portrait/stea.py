@@ -29,7 +29,9 @@ class FusionEncoderConfig:
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
         if "identity_encoder" in config_dict and "fusion_encoder" not in config_dict:
-            config_dict = {("fusion_encoder" if key == "identity_encoder" else key): value for key, value in config_dict.items()}
+            config_dict = {
+                ("fusion_encoder" if key == "identity_encoder" else key): value for key, value in config_dict.items()
+            }
         return super().extract_init_dict(config_dict, **kwargs)
 
 

@@ -17,7 +17,13 @@ from .errors import OptionError
 
 STYLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "styles.json"
 NO_STYLE = "no style"
-ASPECTS = {"Square 1:1": (1, 1), "Portrait 3:4": (3, 4), "Landscape 4:3": (4, 3), "Tall 2:3": (2, 3), "Wide 3:2": (3, 2)}
+ASPECTS = {
+    "Square 1:1": (1, 1),
+    "Portrait 3:4": (3, 4),
+    "Landscape 4:3": (4, 3),
+    "Tall 2:3": (2, 3),
+    "Wide 3:2": (3, 2),
+}
 
 
 @dataclass(frozen=True)

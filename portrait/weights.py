@@ -144,27 +144,50 @@ WEIGHTS: dict[str, Weight] = {
     weight.name: weight
     for weight in (
         Weight("sd15", "base model, Stable Diffusion 1.5 (everything but --tiny)", "CreativeML OpenRAIL-M", SD15),
-        Weight("safety-checker", "SD 1.5's safety checker (app and CLI)", "CreativeML OpenRAIL-M", SD15_SAFETY_CHECKER,
-               alternatives=(SAFETY_CHECKER_ALONE,)),  # fmt: skip
-        Weight("curricularface", "φ, the paper's identity encoder (CurricularFace IR-101)", "MIT (CurricularFace)",
-               CURRICULARFACE),  # fmt: skip
+        Weight(
+            "safety-checker",
+            "SD 1.5's safety checker (app and CLI)",
+            "CreativeML OpenRAIL-M",
+            SD15_SAFETY_CHECKER,
+            alternatives=(SAFETY_CHECKER_ALONE,),
+        ),  # fmt: skip
+        Weight(
+            "curricularface",
+            "φ, the paper's identity encoder (CurricularFace IR-101)",
+            "MIT (CurricularFace)",
+            CURRICULARFACE,
+        ),  # fmt: skip
         Weight("retinaface", "face detector (used when present; MTCNN otherwise)", _FACEXLIB_LICENCE, RETINAFACE),
         Weight("bisenet", "face parser: face masks of training data", _FACEXLIB_LICENCE, BISENET),
         Weight("arcface", "second identity-encoder option (ArcFace IR-SE50)", _FACEXLIB_LICENCE, ARCFACE),
-        Weight("facenet-vggface2", "evaluation: Id Pres (FaceNet, VGGFace2)", "MIT (facenet-pytorch)",
-               FACENET_VGGFACE2),  # fmt: skip
+        Weight(
+            "facenet-vggface2", "evaluation: Id Pres (FaceNet, VGGFace2)", "MIT (facenet-pytorch)", FACENET_VGGFACE2
+        ),  # fmt: skip
         Weight("clip-vit-l14", "evaluation: CLIP-TI; the w/o-STEA ablation's φ", "MIT (OpenAI CLIP)", CLIP_VIT_L14),
         Weight("lcm-lora", "Fast mode: --scheduler lcm", "OpenRAIL++", LCM_LORA),
         Weight("blip", "captions: prepare_celebvt --captioner blip", "BSD-3-Clause", BLIP_CAPTIONER),
-        Weight("fastcomposer", "FastComposer, the published baseline (--identity-model fastcomposer)", "MIT",
-               FASTCOMPOSER),  # fmt: skip
-        Weight("controlnet-canny", "ControlNet SD 1.5, canny edges (annotator: OpenCV, no weights)", "OpenRAIL",
-               CONTROLNET_CANNY),  # fmt: skip
+        Weight(
+            "fastcomposer", "FastComposer, the published baseline (--identity-model fastcomposer)", "MIT", FASTCOMPOSER
+        ),  # fmt: skip
+        Weight(
+            "controlnet-canny",
+            "ControlNet SD 1.5, canny edges (annotator: OpenCV, no weights)",
+            "OpenRAIL",
+            CONTROLNET_CANNY,
+        ),  # fmt: skip
         Weight("controlnet-openpose", "ControlNet SD 1.5, pose", "OpenRAIL", CONTROLNET_OPENPOSE),
-        Weight("openpose-annotator", "pose from a picture, for controlnet-openpose", "other (lllyasviel/Annotators)",
-               OPENPOSE_ANNOTATOR),  # fmt: skip
+        Weight(
+            "openpose-annotator",
+            "pose from a picture, for controlnet-openpose",
+            "other (lllyasviel/Annotators)",
+            OPENPOSE_ANNOTATOR,
+        ),  # fmt: skip
         Weight("controlnet-depth", "ControlNet SD 1.5, depth", "OpenRAIL", CONTROLNET_DEPTH),
-        Weight("depth-annotator", "depth from a picture (DPT-Hybrid MiDaS), for controlnet-depth", "Apache-2.0",
-               DEPTH_ANNOTATOR),  # fmt: skip
+        Weight(
+            "depth-annotator",
+            "depth from a picture (DPT-Hybrid MiDaS), for controlnet-depth",
+            "Apache-2.0",
+            DEPTH_ANNOTATOR,
+        ),  # fmt: skip
     )
 }

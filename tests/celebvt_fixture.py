@@ -12,8 +12,16 @@ FRAMES, SIZE = 12, 256
 
 CLIPS = {
     # clip id: (faces per frame as (scale, x, y), appearance text, emotion text)
-    "woman_smiling": ([(1.0, 40, 30)], "The woman has short brown hair and wears a space suit. She is smiling.", "neutral, happy"),
-    "woman_surprised": ([(0.9, 60, 40)], "A lady with short hair. Her suit is orange.", "The person is surprised at first and then sad."),
+    "woman_smiling": (
+        [(1.0, 40, 30)],
+        "The woman has short brown hair and wears a space suit. She is smiling.",
+        "neutral, happy",
+    ),
+    "woman_surprised": (
+        [(0.9, 60, 40)],
+        "A lady with short hair. Her suit is orange.",
+        "The person is surprised at first and then sad.",
+    ),
     "nobody": ([], "The man has a beard.", "neutral"),
     "two_people": ([(0.6, 10, 60), (0.6, 130, 60)], "Two women talk. She laughs.", "happy"),
     "far_away": ([(0.4, 100, 100)], "The woman stands far away.", "neutral"),

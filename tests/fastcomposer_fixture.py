@@ -46,7 +46,10 @@ def their_layout(seed: int = 1, extra_token_row: bool = False) -> nn.Module:
             setattr(model.text_encoder, name, getattr(text_model, name))
         vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_VISION))
         model.image_encoder = nn.Module()
-        model.image_encoder.vision_model, model.image_encoder.visual_projection = vision.vision_model, vision.visual_projection
+        model.image_encoder.vision_model, model.image_encoder.visual_projection = (
+            vision.vision_model,
+            vision.visual_projection,
+        )
         width = text_encoder.config.hidden_size
         model.postfuse_module = nn.Module()
         model.postfuse_module.mlp1 = _mlp(2 * width, width, width)

@@ -83,7 +83,9 @@ def test_generate_single_with_defaults(client, photos):
     gallery, info = generate(client, photos["selfie.png"], seed=11, randomize_seed=False, num_images=2)
     assert len(gallery) == 2 and "2 images in" in info
     assert gallery[0]["caption"].startswith("seed 11 · 1 steps") and gallery[1]["caption"].startswith("seed 12")
-    assert Image.open(gallery[0]["image"]["path"] if isinstance(gallery[0]["image"], dict) else gallery[0]["image"]).size == (64, 64)
+    assert Image.open(
+        gallery[0]["image"]["path"] if isinstance(gallery[0]["image"], dict) else gallery[0]["image"]
+    ).size == (64, 64)
 
 
 def test_generate_pair(client, photos):
@@ -167,7 +169,12 @@ def test_uploads_do_not_outlive_the_request(server, client, photos):
 
 def raw_call(server, endpoint: str, body: str) -> str:
     """A request as any HTTP client may send it, JSON written by hand (NaN and all); the event stream's end."""
-    started = httpx.post(f"{server.url}gradio_api/call/{endpoint}", content=body, headers={"content-type": "application/json"}, timeout=30)
+    started = httpx.post(
+        f"{server.url}gradio_api/call/{endpoint}",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     if started.status_code != 200:
         return f"HTTP {started.status_code}: {started.text}"
     return httpx.get(f"{server.url}gradio_api/call/{endpoint}/{started.json()['event_id']}", timeout=120).text
@@ -197,7 +204,11 @@ def test_awkward_files(client, photos, tmp_path, astronaut):
     whole = photos["selfie.png"].read_bytes()
     (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
     Image.new("L", (20000, 20000)).save(tmp_path / "bomb.png", optimize=True)  # 400 MP of zeros in a few hundred KB
-    for name, message in (("zero.png", "Could not read zero.png"), ("cut.png", "truncated"), ("bomb.png", "decompression bomb")):
+    for name, message in (
+        ("zero.png", "Could not read zero.png"),
+        ("cut.png", "truncated"),
+        ("bomb.png", "decompression bomb"),
+    ):
         with pytest.raises(Exception, match=message) as error:
             generate(client, tmp_path / name)
         assert "/" not in str(error.value).split("Could not read ")[-1].split(" as ")[0]  # no server path told
@@ -207,7 +218,9 @@ def test_awkward_files(client, photos, tmp_path, astronaut):
 
 
 def test_out_of_range_numbers_even_as_raw_json(server, client, photos):
-    upload = httpx.post(f"{server.url}gradio_api/upload", files={"files": open(photos["selfie.png"], "rb")}, timeout=30).json()[0]
+    upload = httpx.post(
+        f"{server.url}gradio_api/upload", files={"files": open(photos["selfie.png"], "rb")}, timeout=30
+    ).json()[0]
     face = file_data(upload)
     # generate's inputs: face, prompt, word, custom word, expression, negative, images, seed, random seed, steps, guidance,
     # size, start, fast, style, kept
@@ -234,7 +247,9 @@ def test_out_of_range_numbers_even_as_raw_json(server, client, photos):
 def test_prompts_and_words_of_every_kind(client, photos):
     with pytest.raises(Exception, match="99999 characters long"):
         generate(client, photos["selfie.png"], "a woman " * 12500)
-    assert "1 image in" in generate(client, photos["selfie.png"], "😀🎉🌈")[1]  # emoji only: "a photo of a woman, 😀🎉🌈"
+    assert (
+        "1 image in" in generate(client, photos["selfie.png"], "😀🎉🌈")[1]
+    )  # emoji only: "a photo of a woman, 😀🎉🌈"
     with pytest.raises(Exception, match="must be a single word"):
         generate(client, photos["selfie.png"], "a young woman", identity_word="custom", custom_word="young woman")
     with pytest.raises(Exception, match="not in the list of choices"):

@@ -57,7 +57,9 @@ def test_stop_ends_the_generation_early(service, astronaut):
         if done_total[0] == 2:
             service.stop(request)
 
-    gallery, info = service.generate(None, "a woman", steps=10, remembered_face=service.use_example()[3], request=request, progress=progress)
+    gallery, info = service.generate(
+        None, "a woman", steps=10, remembered_face=service.use_example()[3], request=request, progress=progress
+    )
     assert (gallery, info) == ([], "Stopped.") and steps_seen == [1, 2]
 
 
@@ -133,7 +135,9 @@ def test_a_failed_upload_never_falls_back_to_the_previous_photo(service, tmp_pat
 
 def test_empty_seed_without_random_is_a_clear_error(service, astronaut):
     with pytest.raises(gr.Error, match="Seed must be"):
-        service.generate(None, "a woman", seed=None, randomize_seed=False, steps=1, remembered_face=service.use_example()[3])
+        service.generate(
+            None, "a woman", seed=None, randomize_seed=False, steps=1, remembered_face=service.use_example()[3]
+        )
 
 
 def test_face_memory_keeps_the_newest_within_its_bytes_and_forgets_after_its_lifetime(monkeypatch):

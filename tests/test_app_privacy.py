@@ -24,7 +24,11 @@ pytestmark = pytest.mark.slow
 VISITORS = 200
 # Every input of the endpoint, in the order of the handler's parameters; the creative tools' at their defaults.
 CREATIVE_DEFAULTS = '"no style", true, null, "canny", 1.0, null, null'
-GENERATE = '{"data": [%s, "a photo of a woman", "woman", "", "none", "", 1, %s, false, %s, 5, "Square 1:1", 0, false, "none", ' + CREATIVE_DEFAULTS + "]}"
+GENERATE = (
+    '{"data": [%s, "a photo of a woman", "woman", "", "none", "", 1, %s, false, %s, 5, "Square 1:1", 0, false, "none", '
+    + CREATIVE_DEFAULTS
+    + "]}"
+)
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
@@ -35,7 +39,11 @@ def encoded(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
 
 def contents(server: AppServer) -> dict[str, str]:
     """sha256 → path of every file in the server's Gradio folder."""
-    return {hashlib.sha256(path.read_bytes()).hexdigest(): str(path) for path in server.cache_dir.rglob("*") if path.is_file()}
+    return {
+        hashlib.sha256(path.read_bytes()).hexdigest(): str(path)
+        for path in server.cache_dir.rglob("*")
+        if path.is_file()
+    }
 
 
 def outputs_of(answer) -> set[str]:
@@ -91,8 +99,12 @@ def test_only_the_pictures_asked_for_are_written(server, selfie):
         ("detect_face", '{"data": [%(corrupt)s]}', "Could not read"),
         ("generate", GENERATE % ("%(face)s", "-3", "1"), "Seed must be"),  # refused by the handler
         ("generate", GENERATE % ("%(face)s", "0", "1000"), "greater than maximum value 100"),  # refused by Gradio
-        ("generate_pair", '{"data": [%(face)s, %(other)s, "a man and a woman", "man", "none", "woman", "none", 5, "", 1, 0, true, '
-         '1, 5, "Landscape 4:3", false, "none", ' + CREATIVE_DEFAULTS + "]}", "greater than maximum value 0.8"),  # fmt: skip
+        (
+            "generate_pair",
+            '{"data": [%(face)s, %(other)s, "a man and a woman", "man", "none", "woman", "none", 5, "", 1, 0, true, '
+            '1, 5, "Landscape 4:3", false, "none", ' + CREATIVE_DEFAULTS + "]}",
+            "greater than maximum value 0.8",
+        ),  # fmt: skip
         ("generate_pair", '{"data": [%(face)s, %(other)s, "a man and a woman"]}', "didn't receive enough input values"),
     ],
 )
@@ -126,7 +138,9 @@ def test_refused_and_cancelled_requests_leave_no_file(server, astronaut, tmp_pat
     assert full is not None, "the running request always ended before the queue could be filled"
     assert full.event in ("error", "http") and "full" in str(full.value).lower()
     time.sleep(1)
-    assert contents(server).keys() - before.keys() <= _gallery_files(server, before)  # the running one's portraits at most
+    assert contents(server).keys() - before.keys() <= _gallery_files(
+        server, before
+    )  # the running one's portraits at most
     assert not {hashlib.sha256(distinct(astronaut, i)).hexdigest() for i in (3, 4, 5)} & contents(server).keys()
 
 
@@ -138,7 +152,9 @@ def _request_while_the_queue_is_full(server, astronaut, tmp_path):
 
     def submit(name: str, index: int, **settings):
         (tmp_path / name).write_bytes(distinct(astronaut, index))
-        return Client(server.url, verbose=False).submit(handle_file(str(tmp_path / name)), "a woman", api_name="/generate", **settings)
+        return Client(server.url, verbose=False).submit(
+            handle_file(str(tmp_path / name)), "a woman", api_name="/generate", **settings
+        )
 
     def reaches(job, codes: set, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
@@ -184,7 +200,10 @@ def test_200_fresh_sessions_with_2048_photos_leave_memory_bounded(load_server, a
     four at a time, each with a photo of its own."""
     server = load_server
     for index in range(3):  # warm: the detector's buffers at this size, the first sessions
-        assert server.call("detect_face", [server.upload(distinct(astronaut, 10_000 + index, 2048), "big.jpg")]).event == "complete"
+        assert (
+            server.call("detect_face", [server.upload(distinct(astronaut, 10_000 + index, 2048), "big.jpg")]).event
+            == "complete"
+        )
     before = server.resident_megabytes()
     photos = [distinct(astronaut, index, 2048) for index in range(VISITORS)]
     assert len({hashlib.sha256(photo).hexdigest() for photo in photos}) == VISITORS

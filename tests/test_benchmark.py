@@ -2,7 +2,9 @@ from benchmarks import inference, train_step
 
 
 def test_inference_benchmark_reports_the_contract_keys(capsys):
-    report = inference.main(["--tiny", "--steps", "2", "--runs", "1", "--options", "dpm,fp16", "--fast-steps", "1", "--json"])
+    report = inference.main(
+        ["--tiny", "--steps", "2", "--runs", "1", "--options", "dpm,fp16", "--fast-steps", "1", "--json"]
+    )
     keys = {"single_s", "plain_s", "single_over_plain", "pair_s", "pair_over_single", "preprocess_s", "device", "fast_s", "fast_speedup",
             "pair_one_pass_s", "pair_one_pass_over_single"}  # fmt: skip
     assert keys <= set(report) and report["device"] == "cpu"

@@ -10,7 +10,23 @@ from portrait.prompts import word_spans
 from train.blip_captioner import BlipCaptioner, with_subject
 from train.celebvt_text import load_captioner
 
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "man", "woman", "with", "hair", "in", "the", "snow"]
+WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "photo",
+    "of",
+    "man",
+    "woman",
+    "with",
+    "hair",
+    "in",
+    "the",
+    "snow",
+]
 
 
 @pytest.mark.parametrize(
@@ -36,10 +52,14 @@ def tiny_blip(folder):
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
                 bos_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.sep_token_id)  # fmt: skip
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=8)
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=8
+    )
     torch.manual_seed(0)
     model = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=32))
-    return model, BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    return model, BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    )
 
 
 def test_a_tiny_blip_captions_a_frame_with_the_subject_word(tmp_path, astronaut):

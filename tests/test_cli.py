@@ -18,7 +18,9 @@ def test_module_entry_point_writes_a_png_with_metadata(tmp_path):
         "--prompt", "a photo of a woman in the snow", "--expression", "happy", "--steps", "3", "--seed", "7",
         "--out", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert done.returncode == 0, done.stderr
     written = sorted(out.glob("*.png"))
     assert [p.name for p in written] == ["portrait-7.png"] and f"wrote {written[0]}" in done.stdout
@@ -35,7 +37,11 @@ def test_names_are_not_overwritten(tmp_path, astronaut):
     args = ["generate", "--tiny", "--face", str(face), "--prompt", "a woman", "--steps", "1", "--seed", "3"]
     assert main([*args, "--out", str(tmp_path / "o"), "--num-images", "2"]) == 0
     assert main([*args, "--out", str(tmp_path / "o")]) == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["portrait-3-1.png", "portrait-3.png", "portrait-4.png"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "portrait-3-1.png",
+        "portrait-3.png",
+        "portrait-4.png",
+    ]
 
 
 def test_clear_errors_exit_with_2(tmp_path, capsys):
@@ -43,7 +49,16 @@ def test_clear_errors_exit_with_2(tmp_path, capsys):
     Image.new("RGB", (120, 90), "white").save(blank)
     assert main(["generate", "--tiny", "--face", str(blank), "--prompt", "a man", "--out", str(tmp_path)]) == 2
     assert "No face found in the 120×90 image" in capsys.readouterr().err
-    three = ["generate", "--tiny", "--face", "example:astronaut", "--face", "example:astronaut", "--face", "example:astronaut"]
+    three = [
+        "generate",
+        "--tiny",
+        "--face",
+        "example:astronaut",
+        "--face",
+        "example:astronaut",
+        "--face",
+        "example:astronaut",
+    ]
     assert main([*three, "--prompt", "a man and a woman"]) == 2
     assert "3 faces were given but the prompt names 2 people (man, woman)" in capsys.readouterr().err
     assert main([*three[:6], "--prompt", "a man and a man", "--identity-word", "man"]) == 2
@@ -83,7 +98,17 @@ def test_bad_numbers_are_refused_with_a_sentence(options, message, capsys):
 
 def test_overlapping_regions_share_their_pixels(tmp_path, capsys):
     faces = ["--face", "example:astronaut", "--face", "example:astronaut"]
-    args = ["generate", "--tiny", *faces, "--prompt", "a photo of a man and a woman", "--steps", "1", "--out", str(tmp_path)]
+    args = [
+        "generate",
+        "--tiny",
+        *faces,
+        "--prompt",
+        "a photo of a man and a woman",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main([*args, "--region", "0,0,0.7,1", "--region", "0.3,0,1,1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "x 0.00–0.70" in lines[0] and "x 0.30–1.00" in lines[1]

@@ -29,19 +29,25 @@ def test_canny_works_offline_on_a_real_photo(astronaut):
 def test_a_controlnet_steers_one_person(tiny_pipe, astronaut, astronaut_face, controlnet):
     edges = control_map("canny", astronaut)
     plain = tiny_pipe("a woman", face=astronaut_face, generator=seeded(0), **STEPS).images
-    steered = controlled(tiny_pipe, controlnet, edges)("a woman", face=astronaut_face, generator=seeded(0), **STEPS).images
+    steered = controlled(tiny_pipe, controlnet, edges)(
+        "a woman", face=astronaut_face, generator=seeded(0), **STEPS
+    ).images
     assert largest_difference(plain, steered) > CHANGED
     other = control_map("canny", astronaut.transpose(Image.FLIP_TOP_BOTTOM))
     assert largest_difference(steered, controlled(tiny_pipe, controlnet, other)("a woman", face=astronaut_face,
                                                                                   generator=seeded(0), **STEPS).images) > CHANGED  # fmt: skip
-    unsteered = controlled(tiny_pipe, controlnet, edges, scale=0.0)("a woman", face=astronaut_face, generator=seeded(0), **STEPS).images
+    unsteered = controlled(tiny_pipe, controlnet, edges, scale=0.0)(
+        "a woman", face=astronaut_face, generator=seeded(0), **STEPS
+    ).images
     assert largest_difference(plain, unsteered) < 1e-6  # scale 0: the ControlNet adds nothing
 
 
 def test_a_controlnet_steers_two_people(tiny_pipe, astronaut, astronaut_face, controlnet):
     people = [Person(astronaut_face), Person(tiny_pipe.encode_faces(astronaut.transpose(Image.FLIP_LEFT_RIGHT)))]
     edges = control_map("canny", astronaut)
-    plain = tiny_pipe.with_modules(PortraitBoothPeoplePipeline)("a man and a woman", people, generator=seeded(0), **STEPS).images
+    plain = tiny_pipe.with_modules(PortraitBoothPeoplePipeline)(
+        "a man and a woman", people, generator=seeded(0), **STEPS
+    ).images
     pair = controlled(tiny_pipe, controlnet, edges, 80, 48).with_modules(PortraitBoothPeoplePipeline)
     steered = pair("a man and a woman", people, generator=seeded(0), width=80, height=48, **STEPS).images
     assert steered.shape == (1, 48, 80, 3)
@@ -53,7 +59,16 @@ def test_a_controlnet_steers_two_people(tiny_pipe, astronaut, astronaut_face, co
 def test_a_missing_annotator_is_one_line_naming_its_weight(tmp_path, offline, capsys, astronaut):
     with pytest.raises(MissingWeightsError, match="put body_pose_model.pth in"):
         control_map("openpose", astronaut, tmp_path)
-    args = ["generate", "--tiny", "--face", "example:astronaut", "--prompt", "a woman", "--control-image", "assets/faces/astronaut.png"]
+    args = [
+        "generate",
+        "--tiny",
+        "--face",
+        "example:astronaut",
+        "--prompt",
+        "a woman",
+        "--control-image",
+        "assets/faces/astronaut.png",
+    ]
     assert main([*args, "--control", "depth", "--weights-dir", str(tmp_path)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("portrait: error: Depth annotator Intel/dpt-hybrid-midas is not in the Hugging Face cache")
@@ -64,7 +79,10 @@ def test_cli_follows_a_picture_for_one_and_two_people(tmp_path, capsys):
             "assets/faces/astronaut.png", "--no-detailer"]  # fmt: skip
     assert main([*args, "--prompt", "a woman", "--out", str(tmp_path / "one")]) == 0
     assert Image.open(tmp_path / "one" / "portrait-4.png").text["control"] == "canny from astronaut.png, scale 1"
-    assert main([*args, "--face", "example:astronaut", "--prompt", "a man and a woman", "--out", str(tmp_path / "two")]) == 0
+    assert (
+        main([*args, "--face", "example:astronaut", "--prompt", "a man and a woman", "--out", str(tmp_path / "two")])
+        == 0
+    )
     assert main([*args, "--prompt", "a woman", "--init-image", "assets/faces/astronaut.png"]) == 2
     assert "does not combine with --init-image" in capsys.readouterr().err
 

@@ -49,13 +49,21 @@ def test_style_size_detailer_and_control_through_generate(client, files):
         style_template="Cinematic", control_image=handle_file(str(files / "bright.png")), api_name="/generate",
     )  # fmt: skip
     caption = gallery[0]["caption"]
-    assert "style Cinematic" in caption and "canny control · scale 1" in caption and "cinematic still of a photo of a woman" in caption
+    assert (
+        "style Cinematic" in caption
+        and "canny control · scale 1" in caption
+        and "cinematic still of a photo of a woman" in caption
+    )
     assert Image.open(path_of(gallery[0])).size == (48, 80) and "48×80" in caption and "Face detailer ran" in info
 
 
 def test_edit_photo_keeps_the_unpainted_pixels(client, files, astronaut):
     # Not the selfie's own file: Gradio names uploads by content, and the selfie's is taken (read, deleted) first.
-    photo = {"background": handle_file(str(files / "bright.png")), "layers": [handle_file(str(files / "layer.png"))], "composite": None}
+    photo = {
+        "background": handle_file(str(files / "bright.png")),
+        "layers": [handle_file(str(files / "layer.png"))],
+        "composite": None,
+    }
     gallery, info = client.predict(photo, handle_file(str(files / "selfie.png")), "a photo of a woman", region="Where I painted",
                                    steps=2, api_name="/edit_photo")  # fmt: skip
     edited = np.asarray(Image.open(path_of(gallery[0])).convert("RGB"))
@@ -69,4 +77,6 @@ def test_edit_photo_keeps_the_unpainted_pixels(client, files, astronaut):
 def test_a_stranger_among_the_selfies_is_flagged(client, files):
     more = [handle_file(str(files / "bright.png")), handle_file(str(files / "other.png"))]
     gallery, note = client.predict(handle_file(str(files / "selfie.png")), more, api_name="/check_selfies")
-    assert len(gallery) == 2 and note.startswith("Photo 3 does not look like the same person")  # the further photos; the selfie has its own preview
+    assert len(gallery) == 2 and note.startswith(
+        "Photo 3 does not look like the same person"
+    )  # the further photos; the selfie has its own preview

@@ -73,7 +73,9 @@ def test_example_people_are_held_out_and_new_people_are_never_training_people():
     assert len(set(training)) == WORLD.train_people and len(set(examples)) == WORLD.heldout_people
     assert not set(examples) & set(training)
     new_people = NewPeople.of_demo()
-    assert len(new_people.unseen) == len(all_people()) - WORLD.train_people and not set(new_people.unseen) & set(training)
+    assert len(new_people.unseen) == len(all_people()) - WORLD.train_people and not set(new_people.unseen) & set(
+        training
+    )
     drawn = [new_people.draw(seed) for seed in range(40)]
     assert len({person.image.tobytes() for person in drawn}) == 40
     assert all(person.image.size == (WORLD.size, WORLD.size) for person in drawn)
@@ -110,7 +112,9 @@ def test_the_cli_demo_draws_an_example_person_and_refuses_a_photo(tmp_path, astr
 
 def test_the_engine_imports_neither_the_experiment_nor_the_app():
     code = "import sys, portrait.cli, portrait.demo; print(sorted({m.split('.')[0] for m in sys.modules} & {'experiments', 'train', 'webui'}))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -122,7 +126,10 @@ def test_a_missing_base_starts_the_demo_and_says_why(tmp_path, caplog):
         service, banner = app.load_service(app.parse_args(["--base", str(tmp_path / "no-such-model")]))
     assert isinstance(service, DemoService) and banner == demo_banner(service)
     assert f"{WORLD.size}×{WORLD.size} pixels" in banner
-    assert f"Serving the offline demo, a toy model of drawn people ({DEMO_MODEL}), because no Stable Diffusion base" in caplog.text
+    assert (
+        f"Serving the offline demo, a toy model of drawn people ({DEMO_MODEL}), because no Stable Diffusion base"
+        in caplog.text
+    )
     assert "no-such-model" in caplog.text
 
 
@@ -143,7 +150,12 @@ def test_person_level_threshold():
 def demo_server(tmp_path_factory):
     """`python app.py` as a newcomer runs it: the default base, an empty Hugging Face cache, no network."""
     empty_cache = tmp_path_factory.mktemp("empty-hf-cache")
-    env = {"HF_HOME": str(empty_cache), "HF_HUB_CACHE": str(empty_cache / "hub"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {
+        "HF_HOME": str(empty_cache),
+        "HF_HUB_CACHE": str(empty_cache / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     app = AppServer(tmp_path_factory.mktemp("demo") / "gradio-cache", model=(), env=env)
     yield app
     app.stop()
@@ -160,7 +172,9 @@ def test_the_app_without_a_base_serves_the_drawn_model(demo_server, astronaut, t
     client = Client(demo_server.url, verbose=False)
     astronaut.save(tmp_path / "me.png")
     assert client.predict(handle_file(str(tmp_path / "me.png")), api_name="/detect_face") == PHOTO_NOTE
-    gallery, info = client.predict("person 1", "a new person", "happy", "sad", 1, 3, False, 10, 5.0, 0, 7, api_name="/generate_drawn_pair")
+    gallery, info = client.predict(
+        "person 1", "a new person", "happy", "sad", 1, 3, False, 10, 5.0, 0, 7, api_name="/generate_drawn_pair"
+    )
     assert Image.open(gallery[0]["image"]).size == (512, 256) and "B (right): a new person (seed 7)" in info
 
 

@@ -61,12 +61,17 @@ def test_a_small_face_is_redrawn_and_nothing_far_from_it_changes(detailer, tiny_
 
 def test_big_faces_are_left_alone(detailer, tiny_pipe, astronaut, astronaut_face):
     result, report = detailer.detail(astronaut, tiny_pipe.identity_prompts("a woman"), [astronaut_face], **STEPS)
-    assert np.array_equal(np.asarray(result), np.asarray(astronaut)) and report.detailed == [] and report.big_enough == 1
+    assert (
+        np.array_equal(np.asarray(result), np.asarray(astronaut)) and report.detailed == [] and report.big_enough == 1
+    )
     assert report.note(detailer.settings) == (
         "Face detailer ran: no face smaller than 1/5 of the picture's side; 1 face(s) large enough already."
     )
     lenient = FaceDetailer(tiny_pipe, DetailerSettings(max_face_fraction=0.5))
-    assert len(lenient.detail(astronaut, tiny_pipe.identity_prompts("a woman"), [astronaut_face], **STEPS)[1].detailed) == 1
+    assert (
+        len(lenient.detail(astronaut, tiny_pipe.identity_prompts("a woman"), [astronaut_face], **STEPS)[1].detailed)
+        == 1
+    )
 
 
 def test_two_faces_each_get_their_own_identity(detailer, tiny_pipe, astronaut):
@@ -83,7 +88,9 @@ def test_two_faces_each_get_their_own_identity(detailer, tiny_pipe, astronaut):
 
     only_a, _ = detailer.detail(canvas, prompts[:1], [a], **STEPS)
     only_b, _ = detailer.detail(canvas, prompts[1:], [b], **STEPS)
-    assert np.array_equal(part(both, left), part(only_a, left)) and np.array_equal(part(both, right), part(only_b, right))
+    assert np.array_equal(part(both, left), part(only_a, left)) and np.array_equal(
+        part(both, right), part(only_b, right)
+    )
     assert largest_difference(part(only_a, left), part(only_b, left)) > CHANGED  # the identity matters
 
 

@@ -24,7 +24,9 @@ from train.config import TrainConfig
 from train.data_format import read_manifest
 from train.dataset import Draw, PortraitDataset
 
-SMALL = DrawnPeopleConfig(size=32, train_people=6, heldout_people=4, novel_people=4, validation_people=4, frames_per_person=3, seed=3)
+SMALL = DrawnPeopleConfig(
+    size=32, train_people=6, heldout_people=4, novel_people=4, validation_people=4, frames_per_person=3, seed=3
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +91,14 @@ def test_the_novel_value_is_absent_from_every_training_frame(written):
     colour = np.array((SKIN_TONES if trait == "skin" else HAIR_COLOURS)[value])
 
     def pixels_of_that_colour(people) -> int:
-        frames = [np.asarray(draw_frame(p, "neutral", np.random.default_rng(0), 64).image).reshape(-1, 3) for p in people]
+        frames = [
+            np.asarray(draw_frame(p, "neutral", np.random.default_rng(0), 64).image).reshape(-1, 3) for p in people
+        ]
         return int(sum((np.abs(frame.astype(int) - colour).max(axis=1) <= 2).sum() for frame in frames))
 
-    assert pixels_of_that_colour(split_people(SMALL).novel) > 100 and pixels_of_that_colour(split_people(SMALL).train) == 0
+    assert (
+        pixels_of_that_colour(split_people(SMALL).novel) > 100 and pixels_of_that_colour(split_people(SMALL).train) == 0
+    )
 
 
 def test_evaluation_references_are_balanced_over_expressions(written):
@@ -109,7 +115,9 @@ def test_references_show_another_expression_and_captions_name_both_words(written
         assert sample.meta["reference_expression"] != sample.expression
         assert sample.caption[slice(*sample.identity_span)] == sample.identity_word in ("man", "woman")
         assert sample.caption[slice(*sample.expression_span)] == sample.expression
-    assert [s.expression for s in read_manifest(sets["test"])][:4] == list(EXPRESSIONS)  # every expression once per person
+    assert [s.expression for s in read_manifest(sets["test"])][:4] == list(
+        EXPRESSIONS
+    )  # every expression once per person
 
 
 def test_landmarks_sit_on_the_face_and_expressions_change_the_mouth():

@@ -47,13 +47,18 @@ def test_inpainting_keeps_everything_outside_the_mask(tiny_pipe, astronaut, astr
     for (a, mask), (b, _) in zip(steps_snow, steps_beach):
         keep = (mask[0, 0] == 0).expand_as(a[0])
         assert keep.any() and (~keep).any()
-        assert bool((a[0][keep] == b[0][keep]).all()) and largest_difference(a[0][~keep].numpy(), b[0][~keep].numpy()) > CHANGED
+        assert (
+            bool((a[0][keep] == b[0][keep]).all())
+            and largest_difference(a[0][~keep].numpy(), b[0][~keep].numpy()) > CHANGED
+        )
 
 
 def test_img2img_strength_zero_returns_the_photo_and_strength_changes_it(tiny_pipe, astronaut, astronaut_face):
     same = edit_photo(tiny_pipe, astronaut, "a woman", astronaut_face, strength=0.0, num_images_per_prompt=2)
     assert all(np.array_equal(np.asarray(image), np.asarray(astronaut)) for image in same.images)
-    restyled = edit_photo(tiny_pipe, astronaut, "a woman", astronaut_face, strength=0.5, num_inference_steps=2, generator=seeded(0))
+    restyled = edit_photo(
+        tiny_pipe, astronaut, "a woman", astronaut_face, strength=0.5, num_inference_steps=2, generator=seeded(0)
+    )
     assert restyled.images[0].size == working_size(astronaut.size, 64) == (64, 64)
     with pytest.raises(OptionError, match="strength must be between 0 and 1"):
         edit_photo(tiny_pipe, astronaut, "a woman", astronaut_face, strength=1.5)
@@ -72,7 +77,10 @@ def test_cli_inpaints_and_restyles(tmp_path, capsys):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.asarray(Image.open("assets/faces/astronaut.png").convert("RGB"))).save(photo)
     Image.fromarray(box_mask()).save(tmp_path / "mask.png")
-    assert main([*args, "--init-image", str(photo), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "a")]) == 0
+    assert (
+        main([*args, "--init-image", str(photo), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "a")])
+        == 0
+    )
     inpainted = Image.open(tmp_path / "a" / "portrait-1.png")
     assert inpainted.size == (512, 512) and inpainted.text["edit"] == "photo.png inpainted in mask mask.png, strength 1"
     assert main([*args, "--init-image", str(photo), "--strength", "0.5", "--out", str(tmp_path / "b")]) == 0
@@ -100,7 +108,9 @@ def test_app_puts_the_selfie_where_the_user_painted(tiny_pipe, astronaut, tmp_pa
     outside = box_mask() == 0
     assert np.array_equal(np.asarray(image)[outside], np.asarray(astronaut)[outside])
     assert "photo inpainted (where i painted), strength 0.8" in caption and "512×512" in caption
-    gallery, _ = edits.edit(photo, None, "a woman", region="The whole photo (restyle)", strength=0.0, remembered_face=remembered)
+    gallery, _ = edits.edit(
+        photo, None, "a woman", region="The whole photo (restyle)", strength=0.0, remembered_face=remembered
+    )
     assert np.array_equal(np.asarray(gallery[0][0]), np.asarray(astronaut))
     empty = {"background": str(tmp_path / "photo.png"), "layers": [], "composite": None}
     with pytest.raises(Exception, match="Paint over the part of the photo"):

@@ -20,10 +20,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_each_kind_of_failure_in_words():
     assert describe(MissingWeightsError("put x.pth in /w")) == ("put x.pth in /w", True)
-    assert describe(OSError(errno.ENOSPC, "No space left on device", "/out/a.png"))[0].startswith("no space left on the disk: /out/a.png")
-    assert describe(PermissionError(errno.EACCES, "Permission denied", "/root/x"))[0].startswith("not allowed to write or read: /root/x")
-    assert describe(NotADirectoryError(errno.ENOTDIR, "Not a directory", "out/f"))[0] == "a file stands where a folder is needed: out/f"
-    assert describe(torch.OutOfMemoryError("CUDA out of memory.\nTried to allocate 2 GiB"))[0].startswith("out of GPU memory")
+    assert describe(OSError(errno.ENOSPC, "No space left on device", "/out/a.png"))[0].startswith(
+        "no space left on the disk: /out/a.png"
+    )
+    assert describe(PermissionError(errno.EACCES, "Permission denied", "/root/x"))[0].startswith(
+        "not allowed to write or read: /root/x"
+    )
+    assert (
+        describe(NotADirectoryError(errno.ENOTDIR, "Not a directory", "out/f"))[0]
+        == "a file stands where a folder is needed: out/f"
+    )
+    assert describe(torch.OutOfMemoryError("CUDA out of memory.\nTried to allocate 2 GiB"))[0].startswith(
+        "out of GPU memory"
+    )
     assert describe(ZeroDivisionError("division by zero")) == ("ZeroDivisionError: division by zero", False)
 
 
@@ -54,31 +63,96 @@ def places(tmp_path_factory, astronaut):
 
 
 CASES = {
-    "missing photo": (["-m", "portrait", "generate", "--tiny", "--face", "{root}/nothere.jpg", "--prompt", "a man"], "No such image file"),
+    "missing photo": (
+        ["-m", "portrait", "generate", "--tiny", "--face", "{root}/nothere.jpg", "--prompt", "a man"],
+        "No such image file",
+    ),
     "output is a file": (
-        ["-m", "portrait", "generate", "--tiny", "--face", "example:astronaut", "--prompt", "a man", "--steps", "1", "--out", "{root}/a_file"],
+        [
+            "-m",
+            "portrait",
+            "generate",
+            "--tiny",
+            "--face",
+            "example:astronaut",
+            "--prompt",
+            "a man",
+            "--steps",
+            "1",
+            "--out",
+            "{root}/a_file",
+        ],
         "a file stands where a folder is needed",
     ),
-    "missing base model": (["-m", "portrait", "generate", "--face", "example:astronaut", "--prompt", "a man"], "not in the Hugging Face cache"),
-    "no CUDA": (["-m", "portrait", "generate", "--tiny", "--face", "example:astronaut", "--prompt", "a man", "--device", "cuda"], "no CUDA GPU"),
-    "bad number": (["-m", "portrait", "generate", "--tiny", "--face", "example:astronaut", "--prompt", "a", "--steps", "x"], "invalid int value"),
+    "missing base model": (
+        ["-m", "portrait", "generate", "--face", "example:astronaut", "--prompt", "a man"],
+        "not in the Hugging Face cache",
+    ),
+    "no CUDA": (
+        [
+            "-m",
+            "portrait",
+            "generate",
+            "--tiny",
+            "--face",
+            "example:astronaut",
+            "--prompt",
+            "a man",
+            "--device",
+            "cuda",
+        ],
+        "no CUDA GPU",
+    ),
+    "bad number": (
+        ["-m", "portrait", "generate", "--tiny", "--face", "example:astronaut", "--prompt", "a", "--steps", "x"],
+        "invalid int value",
+    ),
     "app port": (["app.py", "--tiny", "--port", "99999"], "a port is a number from 0 to 65535"),
     "training without data": (
-        ["-m", "train.train", "--config", "train/configs/tiny.yaml", "--data", "{root}/empty", "--output-dir", "{root}/run"],
+        [
+            "-m",
+            "train.train",
+            "--config",
+            "train/configs/tiny.yaml",
+            "--data",
+            "{root}/empty",
+            "--output-dir",
+            "{root}/run",
+        ],
         "No manifest.jsonl",
     ),
     "unknown recipe setting": (
         ["-m", "train.train", "--config", "{root}/a_file", "--data", "{root}/empty", "--output-dir", "{root}/run"],
         "not a recipe",
     ),
-    "scoring a missing run": (["-m", "evaluation", "score", "--run", "{root}/norun", "--tiny"], "no such file or folder"),
+    "scoring a missing run": (
+        ["-m", "evaluation", "score", "--run", "{root}/norun", "--tiny"],
+        "no such file or folder",
+    ),
     "parser weights missing, two workers": (
-        ["-m", "train.prepare_celebvt", "--celebvt", "{root}/celebvt", "--out", "{root}/prepared", "--workers", "2", "--weights-dir", "{root}/empty"],
+        [
+            "-m",
+            "train.prepare_celebvt",
+            "--celebvt",
+            "{root}/celebvt",
+            "--out",
+            "{root}/prepared",
+            "--workers",
+            "2",
+            "--weights-dir",
+            "{root}/empty",
+        ],
         "parsing_bisenet.pth",
     ),
-    "not a CelebV-Text folder": (["-m", "train.prepare_celebvt", "--celebvt", "{root}/empty", "--out", "{root}/prepared"], "no videos/ folder"),
+    "not a CelebV-Text folder": (
+        ["-m", "train.prepare_celebvt", "--celebvt", "{root}/empty", "--out", "{root}/prepared"],
+        "no videos/ folder",
+    ),
     "bad benchmark option": (["-m", "benchmarks.inference", "--tiny", "--options", "bogus"], "unknown option 'bogus'"),
-    "experiment output is a file": (["-m", "experiments.drawn_people", "--quick", "--out", "{root}/a_file"], "a file stands where a folder is needed"),
+    "experiment output is a file": (
+        ["-m", "experiments.drawn_people", "--quick", "--out", "{root}/a_file"],
+        "a file stands where a folder is needed",
+    ),
 }
 
 

@@ -108,7 +108,12 @@ def test_auto_detector_without_weights_is_mtcnn_and_missing_retinaface_is_named(
 
 
 def test_batched_detection_matches_one_by_one(analyzer, astronaut):
-    images = [astronaut, Image.new("RGB", (512, 512), "white"), astronaut.transpose(Image.FLIP_LEFT_RIGHT), astronaut.resize((300, 300))]
+    images = [
+        astronaut,
+        Image.new("RGB", (512, 512), "white"),
+        astronaut.transpose(Image.FLIP_LEFT_RIGHT),
+        astronaut.resize((300, 300)),
+    ]
     batched = analyzer.detect_many(images)
     single = [analyzer.detect(image)[1] for image in images]
     assert [len(faces) for faces in batched] == [len(faces) for faces in single] == [1, 0, 1, 1]
@@ -122,7 +127,9 @@ def test_auto_detector_without_facenet_pytorch_asks_for_retinaface(tmp_path, off
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "facenet_pytorch" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "facenet_pytorch" else real_find_spec(name, *a)
+    )
     with pytest.raises(MissingWeightsError, match="detection_Resnet50_Final.pth"):
         load_detector("auto", weights_dir=tmp_path)
 

@@ -34,7 +34,9 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fc_pipe(checkpoint, analyzer):
-    pipe = load_pipeline(ModelSource(base="tiny", identity_model=str(checkpoint), safety_checker=False, watermark=False))
+    pipe = load_pipeline(
+        ModelSource(base="tiny", identity_model=str(checkpoint), safety_checker=False, watermark=False)
+    )
     pipe.set_progress_bar_config(disable=True)
     pipe.face_analyzer = analyzer
     return pipe
@@ -54,7 +56,9 @@ def tiny_base():
 @pytest.mark.parametrize("extra_token_row", [False, True])
 def test_every_key_group_of_their_checkpoint_is_used_or_named(extra_token_row, caplog, tmp_path):
     state = their_layout(extra_token_row=extra_token_row).state_dict()
-    groups = {key.split(".")[0] for key in state} | {".".join(key.split(".")[:2]) for key in state if not key.startswith(("unet", "vae"))}
+    groups = {key.split(".")[0] for key in state} | {
+        ".".join(key.split(".")[:2]) for key in state if not key.startswith(("unet", "vae"))
+    }
     assert groups >= {"unet", "vae", "text_encoder.embeddings", "text_encoder.encoder", "text_encoder.final_layer_norm",
                       "image_encoder.vision_model", "image_encoder.visual_projection", "postfuse_module.mlp1",
                       "postfuse_module.mlp2", "postfuse_module.layer_norm"}  # fmt: skip
@@ -70,7 +74,9 @@ def test_every_key_group_of_their_checkpoint_is_used_or_named(extra_token_row, c
     loaded = {
         "unet.": pipe.unet.state_dict(),
         "text_encoder.": pipe.text_encoder.state_dict(),
-        "image_encoder.": {key.removeprefix("vision."): value for key, value in pipe.fusion_encoder.state_dict().items()},
+        "image_encoder.": {
+            key.removeprefix("vision."): value for key, value in pipe.fusion_encoder.state_dict().items()
+        },
         "postfuse_module.": pipe.stea.state_dict(),
     }
     for key, value in state.items():
@@ -78,7 +84,11 @@ def test_every_key_group_of_their_checkpoint_is_used_or_named(extra_token_row, c
         if prefix is not None:
             assert torch.equal(loaded[prefix][key[len(prefix) :]], value), key
     assert isinstance(pipe.stea, FastComposerFusion)
-    assert len(pipe.tokenizer) == pipe.text_encoder.config.vocab_size == state["text_encoder.embeddings.token_embedding.weight"].shape[0]
+    assert (
+        len(pipe.tokenizer)
+        == pipe.text_encoder.config.vocab_size
+        == state["text_encoder.embeddings.token_embedding.weight"].shape[0]
+    )
     if extra_token_row:
         assert pipe.tokenizer.convert_tokens_to_ids("img") == len(pipe.tokenizer) - 1
 
@@ -103,7 +113,10 @@ def test_the_vision_tower_is_read_off_the_checkpoint():
     [
         (lambda s: s.update({"postfuse_module.mlp3.weight": torch.zeros(2)}), "unexpected postfuse_module.mlp3.weight"),
         (lambda s: s.pop("image_encoder.visual_projection.weight"), "missing image_encoder.visual_projection.weight"),
-        (lambda s: s.update({"postfuse_module.layer_norm.weight": torch.ones(7)}), "postfuse_module.layer_norm.weight has shape (7,)"),
+        (
+            lambda s: s.update({"postfuse_module.layer_norm.weight": torch.ones(7)}),
+            "postfuse_module.layer_norm.weight has shape (7,)",
+        ),
         (lambda s: s.update({"ema_param.shadow": torch.ones(1)}), "unexpected ema_param.shadow"),
     ],
 )
@@ -132,12 +145,20 @@ def test_the_cli_says_a_bad_checkpoint_in_one_line(tmp_path, capsys):
 # ------------------------------------------------------------------ fusion and prompts
 def test_fused_embedding_is_their_formula_by_hand_and_only_the_marked_word_changes(fc_pipe, checkpoint):
     state = torch.load(checkpoint, weights_only=True)
-    w = {key.removeprefix("postfuse_module."): value for key, value in state.items() if key.startswith("postfuse_module.")}
+    w = {
+        key.removeprefix("postfuse_module."): value
+        for key, value in state.items()
+        if key.startswith("postfuse_module.")
+    }
     width = w["layer_norm.weight"].shape[0]
 
     def mlp(x, name):
         x = F.layer_norm(x, (x.shape[-1],), w[f"{name}.layernorm.weight"], w[f"{name}.layernorm.bias"], eps=1e-5)
-        return F.linear(F.gelu(F.linear(x, w[f"{name}.fc1.weight"], w[f"{name}.fc1.bias"])), w[f"{name}.fc2.weight"], w[f"{name}.fc2.bias"])
+        return F.linear(
+            F.gelu(F.linear(x, w[f"{name}.fc1.weight"], w[f"{name}.fc1.bias"])),
+            w[f"{name}.fc2.weight"],
+            w[f"{name}.fc2.bias"],
+        )
 
     torch.manual_seed(3)
     text, image = torch.randn(2, 5, width), torch.randn(2, width)
@@ -174,12 +195,22 @@ def test_identity_start_defaults_to_their_demo_and_the_first_steps_see_the_plain
     seen = []
     hook = fc_pipe.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["encoder_hidden_states"][1].clone()), with_kwargs=True)  # fmt: skip
     try:
-        fc_pipe("a man img playing guitar", face=fc_faces[0], num_inference_steps=4, generator=seeded(0), output_type="latent")
+        fc_pipe(
+            "a man img playing guitar",
+            face=fc_faces[0],
+            num_inference_steps=4,
+            generator=seeded(0),
+            output_type="latent",
+        )
     finally:
         hook.remove()
-    text, with_face, _ = fc_pipe.encode_identity_prompt(fc_pipe.identity_prompts("a man img playing guitar"), fc_faces[0])
+    text, with_face, _ = fc_pipe.encode_identity_prompt(
+        fc_pipe.identity_prompts("a man img playing guitar"), fc_faces[0]
+    )
     assert len(seen) == 4
-    assert all(torch.equal(step, text[0]) for step in seen[:2]) and all(torch.equal(step, with_face[0]) for step in seen[2:])
+    assert all(torch.equal(step, text[0]) for step in seen[:2]) and all(
+        torch.equal(step, with_face[0]) for step in seen[2:]
+    )
 
 
 def test_the_reference_is_prepared_as_their_inference_does():
@@ -206,9 +237,13 @@ def test_one_pass_puts_each_face_at_its_own_word(fc_pipe, fc_faces):
     several = fc_pipe.with_modules(PortraitBoothPeoplePipeline)
     several._guidance_scale = 5.0
     people = [Person(face) for face in fc_faces]
-    prompts = several.identity_prompts("a photo of a man and a woman at a bar", "man") + several.identity_prompts("a photo of a man and a woman at a bar", "woman")
+    prompts = several.identity_prompts("a photo of a man and a woman at a bar", "man") + several.identity_prompts(
+        "a photo of a man and a woman at a bar", "woman"
+    )
     with_faces, text_only = several._branch_conditions(prompts, people, None, 1, regions=False)
-    assert with_faces.shape[0] == 2 and torch.equal(text_only[0], with_faces[0])  # [unconditional; scene], no person branches
+    assert with_faces.shape[0] == 2 and torch.equal(
+        text_only[0], with_faces[0]
+    )  # [unconditional; scene], no person branches
     text, scene = text_only[1], with_faces[1]
     indices = [token_index(several.tokenizer, p.text, p.identity_span) for p in prompts]
     for index, face in zip(indices, fc_faces):
@@ -235,7 +270,9 @@ def test_one_pass_works_with_portraitbooth_stea(tiny_pipe, astronaut_face, astro
     people = [Person(astronaut_face), Person(tiny_pipe.encode_faces(ImageOps.mirror(astronaut)))]
     common = dict(num_inference_steps=2, output_type="np")
     regions = several("a photo of a man and a woman at a bar", people, generator=seeded(0), **common)
-    one_pass = several("a photo of a man and a woman at a bar", people, people_mode="one-pass", generator=seeded(0), **common)
+    one_pass = several(
+        "a photo of a man and a woman at a bar", people, people_mode="one-pass", generator=seeded(0), **common
+    )
     assert len(regions.regions) == 2 and one_pass.regions is None  # regions stay PortraitBooth's default
     assert largest_difference(one_pass.images, regions.images) > CHANGED
 
@@ -257,7 +294,9 @@ def test_convert_writes_a_folder_that_loads_offline_with_the_same_weights(checkp
 def test_app_banner_names_the_identity_model_and_its_licence(checkpoint):
     import app
 
-    service, banner = app.load_service(app.parse_args(["--tiny", "--identity-model", str(checkpoint), "--detector", "mtcnn"]))
+    service, banner = app.load_service(
+        app.parse_args(["--tiny", "--identity-model", str(checkpoint), "--detector", "mtcnn"])
+    )
     assert "FastComposer (mit-han-lab/fastcomposer, MIT licence)" in banner and "tiny untrained model" in banner
     assert isinstance(service.pipe.stea, FastComposerFusion)
 
@@ -269,7 +308,9 @@ def test_training_can_start_from_their_unet(checkpoint):
     config = TrainConfig.load("train/configs/tiny.yaml", init_unet_from=str(checkpoint))
     unet = build_models(config).unet.state_dict()
     state = torch.load(checkpoint, weights_only=True)
-    assert all(torch.equal(unet[key.removeprefix("unet.")], value) for key, value in state.items() if key.startswith("unet."))
+    assert all(
+        torch.equal(unet[key.removeprefix("unet.")], value) for key, value in state.items() if key.startswith("unet.")
+    )
 
 
 @pytest.mark.slow
@@ -282,7 +323,9 @@ def test_evaluation_runs_fastcomposer_as_a_baseline(checkpoint, tmp_path, astron
     ImageOps.mirror(astronaut).save(subjects / "mirror.png")
     (subjects / "subjects.json").write_text(json.dumps({"eileen.png": "woman", "mirror.png": "man"}))
     prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"style": ["an oil painting of {subject}"], "multi": ["{subject_a} and {subject_b} at a bar"]}))
+    prompts.write_text(
+        json.dumps({"style": ["an oil painting of {subject}"], "multi": ["{subject_a} and {subject_b} at a bar"]})
+    )
     run = tmp_path / "run"
     evaluate(["generate", "--subjects", str(subjects), "--out", str(run), "--prompts", str(prompts), "--images-per-prompt", "1",
               "--tiny", "--steps", "1", "--baseline", "fastcomposer", "--identity-model", str(checkpoint)])  # fmt: skip

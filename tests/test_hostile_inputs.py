@@ -68,7 +68,10 @@ def test_large_pictures_are_verified_at_bounded_size(astronaut):
 
 
 def test_image_sides_have_an_upper_bound(capsys):
-    assert portrait_main(["generate", "--tiny", "--face", "example:astronaut", "--prompt", "a man", "--width", "100000"]) == 2
+    assert (
+        portrait_main(["generate", "--tiny", "--face", "example:astronaut", "--prompt", "a man", "--width", "100000"])
+        == 2
+    )
     assert "The width must be a multiple of 8 from 8 to 2048 pixels, got 100000" in capsys.readouterr().err
 
 
@@ -116,7 +119,7 @@ def test_recipes_are_checked_with_one_line_naming_the_key(tmp_path, line, messag
 
 
 def test_yaml_1_1_floats_are_numbers(tmp_path):
-    (tmp_path / "recipe.yaml").write_text("learning_rate: 1e-5\nmax_steps: 2e3\nvalidation_prompts: [\"a {word}\"]\n")
+    (tmp_path / "recipe.yaml").write_text('learning_rate: 1e-5\nmax_steps: 2e3\nvalidation_prompts: ["a {word}"]\n')
     config = TrainConfig.load(tmp_path / "recipe.yaml")
     assert config.learning_rate == 1e-5 and config.max_steps == 2000 and type(config.max_steps) is int
     assert config.validation_prompts == ("a {word}",)

@@ -49,7 +49,10 @@ def test_measures_of_a_hand_made_judgement_are_per_person():
 
 
 def test_chance_levels_are_computed_from_the_group_and_the_asks():
-    people = [HeldOutPerson(i, word, torch.zeros(3), torch.zeros(3), "happy") for i, word in enumerate(["man", "man", "woman"])]
+    people = [
+        HeldOutPerson(i, word, torch.zeros(3), torch.zeros(3), "happy")
+        for i, word in enumerate(["man", "man", "woman"])
+    ]
     j = judgement(person=[0, 1, 2, 2], asked=[0, 1, 2, 2], reference_expression=[1] * 4, identified=[0] * 4,
                   similarity=[0.0] * 4, read_expression=[0] * 4)  # fmt: skip
     chance = chance_levels(people, j)
@@ -72,12 +75,19 @@ def test_sign_flip_test_enumerates_every_sign_pattern():
 def test_seed_interval_is_a_t_interval_over_seeds():
     mean, low, high = seed_interval([0.5, 0.7])
     # mean 0.6, sd 0.1414, t(0.975, 1) = 12.706: half width 12.706 · 0.1414 / √2 = 1.2706
-    assert mean == pytest.approx(0.6) and high - mean == pytest.approx(1.27062, rel=1e-4) and mean - low == pytest.approx(high - mean)
+    assert (
+        mean == pytest.approx(0.6)
+        and high - mean == pytest.approx(1.27062, rel=1e-4)
+        and mean - low == pytest.approx(high - mean)
+    )
     assert seed_interval([0.3, 0.3, 0.3]) == (pytest.approx(0.3), pytest.approx(0.3), pytest.approx(0.3))
 
 
 def test_pairs_put_a_man_and_a_woman_in_both_orders():
-    people = [HeldOutPerson(i, word, torch.zeros(3), torch.zeros(3), "happy") for i, word in enumerate(["man", "woman", "man", "woman"])]
+    people = [
+        HeldOutPerson(i, word, torch.zeros(3), torch.zeros(3), "happy")
+        for i, word in enumerate(["man", "woman", "man", "woman"])
+    ]
     assert [(a.index, b.index) for a, b in pairs_of(people)] == [(0, 1), (1, 0), (2, 3), (3, 2)]
 
 
@@ -163,10 +173,14 @@ def test_quick_run_carries_identity_to_people_no_step_has_seen(tmp_path, capsys)
         and seed["groups"]["test"]["full"]["id_acc"] > seed["groups"]["test"]["no_face"]["id_acc"]
         for seed in seeds.values()
     ]
-    assert sum(beats) >= 2, {s: {r: v["id_acc"] for r, v in seed["groups"]["test"].items()} for s, seed in seeds.items()}
+    assert sum(beats) >= 2, {
+        s: {r: v["id_acc"] for r, v in seed["groups"]["test"].items()} for s, seed in seeds.items()
+    }
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line["rows"]) == {"test", "novel"} and set(line["rows"]["test"]) == set(runner.ROWS)
-    assert line["chance"]["test"]["expression_best_constant"] == 0.25 and line["sampler"].startswith("EulerDiscreteScheduler")
+    assert line["chance"]["test"]["expression_best_constant"] == 0.25 and line["sampler"].startswith(
+        "EulerDiscreteScheduler"
+    )
     assert set(line["pairs"]) == {"regions", "one-pass"}
     assert {p.name for p in tmp_path.iterdir()} >= {"table.md", "results.json", "grid.png", "seed-0", "seed-2"}
     # Run again: every stage is found done (same fingerprint), nothing is retrained, the same numbers come back.

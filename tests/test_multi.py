@@ -72,14 +72,19 @@ def test_two_people_are_deterministic_and_faces_matter(people_pipe, two_faces):
 
 
 def test_negative_prompt_changes_the_picture(people_pipe, two_faces):
-    assert largest_difference(pair(people_pipe, two_faces, negative_prompt="blurry"), pair(people_pipe, two_faces)) > CHANGED
+    assert (
+        largest_difference(pair(people_pipe, two_faces, negative_prompt="blurry"), pair(people_pipe, two_faces))
+        > CHANGED
+    )
 
 
 def test_box_and_mask_regions_give_the_same_picture(people_pipe, two_faces):
     boxes = ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0))
     left = np.zeros((64, 64), np.float32)
     left[:, :32] = 1
-    assert np.array_equal(pair(people_pipe, two_faces, regions=boxes), pair(people_pipe, two_faces, regions=(left, 1 - left)))
+    assert np.array_equal(
+        pair(people_pipe, two_faces, regions=boxes), pair(people_pipe, two_faces, regions=(left, 1 - left))
+    )
 
 
 def test_batched_step_equals_one_unet_call_per_branch(people_pipe, two_faces):
@@ -93,14 +98,18 @@ def test_batched_step_equals_one_unet_call_per_branch(people_pipe, two_faces):
     with torch.no_grad():
         batched = people_pipe.fused_noise(latents, timestep, conditions, weights)
         model_input = people_pipe.scheduler.scale_model_input(latents, timestep)
-        branches = [people_pipe.unet(model_input, timestep, encoder_hidden_states=c).sample for c in conditions.chunk(4)]
+        branches = [
+            people_pipe.unet(model_input, timestep, encoder_hidden_states=c).sample for c in conditions.chunk(4)
+        ]
     guided = [branches[0] + 5.0 * (branch - branches[0]) for branch in branches[1:]]
     reference = sum(w[None, None] * g for w, g in zip(weights, guided)) / weights.sum(0)
     torch.testing.assert_close(batched, reference, atol=1e-5, rtol=1e-5)
 
 
 def test_same_word_twice_and_count_errors(people_pipe, two_faces):
-    out = people_pipe("a man and a man, both wearing suspicious expressions", [Person(f) for f in two_faces], num_inference_steps=1)
+    out = people_pipe(
+        "a man and a man, both wearing suspicious expressions", [Person(f) for f in two_faces], num_inference_steps=1
+    )
     assert [p.identity_span for p in out.prompts] == [(2, 5), (12, 15)] and len(out.regions) == 2
     with pytest.raises(PromptError, match="2 faces were given but the prompt names 1 person"):
         people_pipe("a woman at a bar", [Person(f) for f in two_faces], num_inference_steps=1)

@@ -97,12 +97,13 @@ def test_several_reference_photos_are_averaged(tiny_pipe, astronaut, astronaut_f
 
 
 def test_images_per_prompt_prompt_lists_and_negative_prompt(tiny_pipe, astronaut_face):
-    out = tiny_pipe(
-        [PROMPT, "a man at the beach"], face=astronaut_face, num_images_per_prompt=2, num_inference_steps=2
-    )
+    out = tiny_pipe([PROMPT, "a man at the beach"], face=astronaut_face, num_images_per_prompt=2, num_inference_steps=2)
     assert len(out.images) == 4 and [p.identity_word for p in out.prompts] == ["woman", "man"]
     assert np.abs(as_array(out.images[0]) - as_array(out.images[1])).mean() > 1  # each image its own noise
-    assert largest_difference(run(tiny_pipe, astronaut_face, negative_prompt="blurry"), run(tiny_pipe, astronaut_face)) > CHANGED
+    assert (
+        largest_difference(run(tiny_pipe, astronaut_face, negative_prompt="blurry"), run(tiny_pipe, astronaut_face))
+        > CHANGED
+    )
 
 
 def test_face_photo_goes_through_detection(tiny_pipe, astronaut, astronaut_face):
@@ -127,7 +128,9 @@ def test_save_pretrained_round_trip(tiny_pipe, astronaut_face, tmp_path):
     tiny_pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["stea"][1] == "STEA" and index["fusion_encoder"][1] == "IdentityEncoder"
-    assert list(tmp_path.glob("**/*.bin")) == [] and (tmp_path / "stea" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (
+        list(tmp_path.glob("**/*.bin")) == [] and (tmp_path / "stea" / "diffusion_pytorch_model.safetensors").is_file()
+    )
     loaded = PortraitBoothPipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
     assert_same_as_the_original(loaded, tiny_pipe, astronaut_face)
@@ -156,7 +159,9 @@ def test_folders_saved_before_the_fusion_encoder_had_its_name_load(tiny_pipe, as
     (tmp_path / "old" / "stea" / "config.json").write_text(json.dumps(stea_config))
     loaded = PortraitBoothPipeline.from_pretrained(tmp_path / "old")
     loaded.set_progress_bar_config(disable=True)
-    assert "identity_encoder" not in PortraitBoothPipeline.load_config(tmp_path / "old")  # diffusers would ignore it, warning
+    assert "identity_encoder" not in PortraitBoothPipeline.load_config(
+        tmp_path / "old"
+    )  # diffusers would ignore it, warning
     assert loaded.stea.config.fusion_encoder == "tiny" and "identity_encoder" not in loaded.stea.config
     saved = tiny_pipe.fusion_encoder.state_dict()
     assert all(torch.equal(value, saved[key]) for key, value in loaded.fusion_encoder.state_dict().items())

@@ -82,7 +82,10 @@ def test_prepares_kept_rows_and_lists_skips(celebvt, tmp_path, tiny_pipe, capsys
     assert summary["kept"] == 2 and summary["skipped"] == EXPECTED_SKIPS
     assert summary["unreadable_or_failed"] == ["broken"] and summary["identity_words"] == {"woman": 2}
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
-    assert "kept 2; skipped: face_too_small 1, no_face 1, several_faces 1, unknown_subject_word 1, unreadable 1" in capsys.readouterr().out
+    assert (
+        "kept 2; skipped: face_too_small 1, no_face 1, several_faces 1, unknown_subject_word 1, unreadable 1"
+        in capsys.readouterr().out
+    )
     samples = {sample.id: sample for sample in read_manifest(tmp_path / "out")}
     smiling = samples["woman_smiling"]
     at_end = smiling.meta["target_frame"] == "last"
@@ -114,7 +117,9 @@ def test_kill_and_resume_gives_the_same_manifest(celebvt, tmp_path):
 def test_shards_split_the_videos_without_overlap(celebvt, tmp_path):
     first = run(celebvt, tmp_path / "sharded", "--shard", "0/2")
     both = run(celebvt, tmp_path / "sharded", "--shard", "1/2")
-    assert both["kept"] == 2 and sum(both["skipped"].values()) == 5 and first["kept"] + sum(first["skipped"].values()) < 7
+    assert (
+        both["kept"] == 2 and sum(both["skipped"].values()) == 5 and first["kept"] + sum(first["skipped"].values()) < 7
+    )
     assert sorted(p.name for p in (tmp_path / "sharded").glob("manifest*")) != []
 
 

@@ -43,7 +43,11 @@ def test_png_metadata_says_ai_generated():
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=png_info({"prompt": "a woman", "seed": "3"}))
     text = Image.open(buffer).text
-    assert text["prompt"] == "a woman" and text["DigitalSourceType"] == DIGITAL_SOURCE_TYPE and text["AI-generated"] == "yes"
+    assert (
+        text["prompt"] == "a woman"
+        and text["DigitalSourceType"] == DIGITAL_SOURCE_TYPE
+        and text["AI-generated"] == "yes"
+    )
     assert "trainedAlgorithmicMedia" in text["XML:com.adobe.xmp"]
 
 

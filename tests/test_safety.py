@@ -48,10 +48,14 @@ def test_an_untouched_checker_lets_pictures_through(tiny_pipe, astronaut_face):
 
 
 def test_a_flagged_picture_is_blank_and_said_so(flagging_pipe, astronaut_face):
-    out = flagging_pipe("a woman", face=astronaut_face, num_inference_steps=1, num_images_per_prompt=2, output_type="np")
+    out = flagging_pipe(
+        "a woman", face=astronaut_face, num_inference_steps=1, num_images_per_prompt=2, output_type="np"
+    )
     assert out.nsfw_content_detected == [True, True] and out.images.max() == 0
     several = flagging_pipe.with_modules(PortraitBoothPeoplePipeline)
-    pair = several("a man and a woman", [Person(astronaut_face), Person(astronaut_face)], num_inference_steps=1, output_type="np")
+    pair = several(
+        "a man and a woman", [Person(astronaut_face), Person(astronaut_face)], num_inference_steps=1, output_type="np"
+    )
     assert pair.nsfw_content_detected == [True] and pair.images.max() == 0
 
 

@@ -84,7 +84,9 @@ def test_cli_fast_mode_with_a_lora(tmp_path, lora_file):
             "--scheduler", "lcm", "--lora", f"{lora_file}:0.7"]  # fmt: skip
     assert main(args) == 0
     text = Image.open(tmp_path / "portrait-2.png").text
-    assert (text["scheduler"], text["steps"], text["guidance"]) == ("lcm", "6", "1.5") and text["loras"].endswith(":0.7")
+    assert (text["scheduler"], text["steps"], text["guidance"]) == ("lcm", "6", "1.5") and text["loras"].endswith(
+        ":0.7"
+    )
 
 
 def test_app_fast_toggle_and_style_choice(tiny_pipe, own_pipe, astronaut, lora_file):

@@ -62,8 +62,10 @@ def test_the_launcher_runs_the_active_environment_else_the_project_venv_else_the
     project.mkdir()
     shutil.copy2(REPO / "python", project / "python")
     only_python3 = tools_folder(tmp_path / "stock", {"python3": fake_python(tmp_path / "system/python3", "python3")})
-    both = tools_folder(tmp_path / "both", {"python": fake_python(tmp_path / "env/python", "python"),
-                                            "python3": tmp_path / "system/python3"})
+    both = tools_folder(
+        tmp_path / "both",
+        {"python": fake_python(tmp_path / "env/python", "python"), "python3": tmp_path / "system/python3"},
+    )
 
     def launched(path: str, **extra: str) -> subprocess.CompletedProcess:
         env = clean_environment(path, **extra)
@@ -83,8 +85,12 @@ def test_the_launcher_runs_the_active_environment_else_the_project_venv_else_the
 
 
 def system_python_version() -> tuple[int, int]:
-    done = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(*sys.version_info[:2])"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [str(SYSTEM_PYTHON), "-c", "import sys; print(*sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     major, minor = done.stdout.split()
     return int(major), int(minor)
 
@@ -95,13 +101,18 @@ def ensure_stock_system_python() -> None:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             pytest.skip(f"no {SYSTEM_PYTHON}, and installing Debian's python3 needs root and apt-get")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "python3"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "python3"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     marker = "import os, sysconfig; print(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED'))"
     found = subprocess.run([str(SYSTEM_PYTHON), "-c", marker], capture_output=True, text=True, check=True).stdout
     if not Path(found.strip()).is_file():
-        pytest.skip(f"{SYSTEM_PYTHON} has no EXTERNALLY-MANAGED marker (before Debian 12 / Ubuntu 23.04): setup would "
-                    "install into the system, which is not the stock case tested here")
+        pytest.skip(
+            f"{SYSTEM_PYTHON} has no EXTERNALLY-MANAGED marker (before Debian 12 / Ubuntu 23.04): setup would "
+            "install into the system, which is not the stock case tested here"
+        )
 
 
 def seed_torch(into: Path) -> None:
@@ -125,8 +136,13 @@ def stock_checkout(tmp_path):
     """A copy of this checkout and a stock shell's environment: only the system python3 and a few tools on PATH."""
     ensure_stock_system_python()
     checkout = tmp_path / "checkout"
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         if (REPO / name).is_file():
             (checkout / name).parent.mkdir(parents=True, exist_ok=True)
@@ -155,10 +171,13 @@ def test_setup_on_a_stock_shell_makes_the_project_venv_and_the_launcher_runs_it(
     assert "making the project environment .venv/" in setup().stdout
     made = (venv / "pyvenv.cfg").stat().st_mtime_ns
     # From another folder, so that only the install (editable: the checkout's sources) can find the package.
-    probe = ("import sys, portrait as p, diffusers as d, facenet_pytorch as f; "
-             "print(sys.prefix, p.__file__, d.__file__, f.__file__)")
-    shown = subprocess.run([str(checkout / "python"), "-c", probe], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=300)
+    probe = (
+        "import sys, portrait as p, diffusers as d, facenet_pytorch as f; "
+        "print(sys.prefix, p.__file__, d.__file__, f.__file__)"
+    )
+    shown = subprocess.run(
+        [str(checkout / "python"), "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert shown.returncode == 0, shown.stderr[-3000:]
     prefix, package, dependency, facenet = map(Path, shown.stdout.split())
     assert prefix == venv and package == checkout / "portrait/__init__.py"

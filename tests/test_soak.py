@@ -32,4 +32,6 @@ def test_three_minutes_of_mixed_traffic():
     low, high = report["growth_interval_mb_per_min"]
     assert len(report["floors"]) >= 8  # two minutes after the warm-up, a point every 10 s
     growth, points = report["growth_mb_per_min"], report["floors"]
-    assert high < SHORT_RUN_LIMIT, f"RSS between requests grows {growth:+.1f} MB/min ({low:+.1f} to {high:+.1f}): {points}"
+    assert high < SHORT_RUN_LIMIT, (
+        f"RSS between requests grows {growth:+.1f} MB/min ({low:+.1f} to {high:+.1f}): {points}"
+    )

@@ -41,7 +41,9 @@ def test_sizes_are_the_apps_names():
 
 def test_cli_style_and_aspect_are_recorded(tmp_path):
     args = ["generate", "--tiny", "--face", "example:astronaut", "--prompt", "a woman in the snow", "--steps", "1"]
-    assert main([*args, "--style", "Film noir", "--aspect", "Landscape 4:3", "--seed", "2", "--out", str(tmp_path)]) == 0
+    assert (
+        main([*args, "--style", "Film noir", "--aspect", "Landscape 4:3", "--seed", "2", "--out", str(tmp_path)]) == 0
+    )
     image = Image.open(tmp_path / "portrait-2.png")
     assert image.size == (80, 48) and image.text["size"] == "80×48" and image.text["style"] == "Film noir"
     assert image.text["prompt"].startswith("film noir photo of a woman in the snow")
@@ -54,6 +56,6 @@ def test_app_caption_records_style_and_size(tiny_pipe, astronaut):
     remembered = service.use_example()[3]  # what the session keeps: the face encoding, by name
     gallery, _ = service.generate(None, "a woman", steps=1, remembered_face=remembered, aspect="Portrait 3:4",
                                   style_template="Watercolour")  # fmt: skip
-    (image, caption), = gallery
+    ((image, caption),) = gallery
     assert "style Watercolour" in caption and f"{image.width}×{image.height}" in caption
     assert "watercolour painting of a woman" in caption and ASPECTS["Portrait 3:4"] == (3, 4)

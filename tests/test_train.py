@@ -49,7 +49,9 @@ def test_items_are_aligned_and_flips_mirror_the_landmarks(data, tokenizer):
     item = PortraitDataset(data, tokenizer, config)[Draw(0, 7)]
     flipped = PortraitDataset(data, tokenizer, flipped_config)[Draw(0, 7)]
     assert item["pixel_values"].shape == (3, 64, 64) and item["face_mask"].shape == (1, 64, 64)
-    assert item["reference"].shape == (3, 112, 112) and -1 <= item["pixel_values"].min() <= item["pixel_values"].max() <= 1
+    assert (
+        item["reference"].shape == (3, 112, 112) and -1 <= item["pixel_values"].min() <= item["pixel_values"].max() <= 1
+    )
     x, y = item["landmarks"][2].round().int().tolist()
     assert item["face_mask"][0, y, x] == 1  # the nose lies in the face mask
     torch.testing.assert_close(flipped["pixel_values"], item["pixel_values"].flip(-1))
@@ -64,7 +66,9 @@ def test_ablation_words_rewrite_the_caption(data, tokenizer):
 
 
 def write_config(folder, **changes):
-    values = yaml.safe_load(open(TINY)) | {"validation_every": 0, "checkpoint_every": 4, "keep_checkpoints": 5} | changes
+    values = (
+        yaml.safe_load(open(TINY)) | {"validation_every": 0, "checkpoint_every": 4, "keep_checkpoints": 5} | changes
+    )
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -90,7 +94,20 @@ def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, data):
     straight, split = tmp_path / "straight", tmp_path / "split"
     main(["--config", str(recipe), "--data", str(data), "--output-dir", str(straight), "--max-steps", "12"])
     main(["--config", str(recipe), "--data", str(data), "--output-dir", str(split), "--max-steps", "8"])
-    main(["--config", str(recipe), "--data", str(data), "--output-dir", str(split), "--max-steps", "12", "--resume", "latest"])
+    main(
+        [
+            "--config",
+            str(recipe),
+            "--data",
+            str(data),
+            "--output-dir",
+            str(split),
+            "--max-steps",
+            "12",
+            "--resume",
+            "latest",
+        ]
+    )
     for part in ("unet", "stea"):
         a = load_file(straight / "final" / part / "diffusion_pytorch_model.safetensors")
         b = load_file(split / "final" / part / "diffusion_pytorch_model.safetensors")
@@ -112,7 +129,10 @@ def test_trained_weights_load_into_the_pipeline(tmp_path, data, astronaut):
         tmp_path / "base", portrait_weights=output / "final", fusion_encoder=base.fusion_encoder
     )
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.stea.is_trained and pipe("a photo of a woman", astronaut, num_inference_steps=2).images[0].size == (64, 64)
+    assert pipe.stea.is_trained and pipe("a photo of a woman", astronaut, num_inference_steps=2).images[0].size == (
+        64,
+        64,
+    )
 
 
 @pytest.mark.slow
@@ -154,7 +174,9 @@ def test_two_processes_through_accelerate_and_resume(tmp_path, data):
 def test_bf16_mixed_precision_with_validation(tmp_path, data):
     """Frozen modules in bf16 beside fp32 trained ones, as on a GPU; CPU autocast runs the same code."""
     recipe = write_config(tmp_path, mixed_precision="bf16", validation_every=2)
-    final = main(["--config", str(recipe), "--data", str(data), "--output-dir", str(tmp_path / "bf16"), "--max-steps", "2"])
+    final = main(
+        ["--config", str(recipe), "--data", str(data), "--output-dir", str(tmp_path / "bf16"), "--max-steps", "2"]
+    )
     assert (final / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert len(list((tmp_path / "bf16" / "validation" / "step-000002").glob("*.png"))) == 4
 

@@ -13,7 +13,11 @@ from train.losses import decoded_face_embedding, identity_loss, localization_los
 
 def blocks(values, size=4):
     """A (1, 1, size, size) map made of 2×2 blocks from a 2×2 list, for area resizing to 2×2."""
-    return torch.tensor(values, dtype=torch.float32).repeat_interleave(size // 2, 0).repeat_interleave(size // 2, 1)[None, None]
+    return (
+        torch.tensor(values, dtype=torch.float32)
+        .repeat_interleave(size // 2, 0)
+        .repeat_interleave(size // 2, 1)[None, None]
+    )
 
 
 def test_localization_loss_by_hand():
@@ -31,7 +35,10 @@ def test_localization_loss_by_hand():
 def test_localization_loss_is_zero_at_beta_inside_and_nothing_outside():
     mask = blocks([[1, 0], [1, 0]])
     identity = 0.8 * mask[0, 0, ::2, ::2].flatten()
-    maps = {"a": torch.stack([identity, torch.zeros(4)], -1)[None], "b": torch.stack([identity, torch.zeros(4)], -1)[None]}
+    maps = {
+        "a": torch.stack([identity, torch.zeros(4)], -1)[None],
+        "b": torch.stack([identity, torch.zeros(4)], -1)[None],
+    }
     assert localization_loss(maps, mask, {"a": (2, 2), "b": (2, 2)}, 0.8, 0.1, 0.001, 0.01).item() == 0.0
 
 
@@ -55,11 +62,19 @@ def test_noise_loss_with_and_without_the_face_mask():
 
 
 def test_one_step_reverse_recovers_z0_exactly():
-    scheduler = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULE.items() if k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps")})
+    scheduler = DDPMScheduler(
+        **{
+            k: v
+            for k, v in SD15_SCHEDULE.items()
+            if k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps")
+        }
+    )
     z0, noise = torch.randn(3, 4, 8, 8, dtype=torch.float64), torch.randn(3, 4, 8, 8, dtype=torch.float64)
     timesteps = torch.tensor([1, 250, 999])
     noisy = scheduler.add_noise(z0, noise, timesteps)
-    torch.testing.assert_close(one_step_reverse(noisy, noise, scheduler.alphas_cumprod[timesteps]).double(), z0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        one_step_reverse(noisy, noise, scheduler.alphas_cumprod[timesteps]).double(), z0, atol=1e-4, rtol=1e-4
+    )
     alpha = scheduler.alphas_cumprod[250].item()
     by_hand = (noisy[1, 0, 0, 0] - math.sqrt(1 - alpha) * noise[1, 0, 0, 0]) / math.sqrt(alpha)
     assert math.isclose(by_hand.item(), z0[1, 0, 0, 0].item(), rel_tol=1e-5, abs_tol=1e-6)
@@ -75,7 +90,9 @@ def test_identity_loss_is_zero_for_the_same_face_and_its_gradient_reaches_the_un
     noisy = scheduler.add_noise(z0, noise, timesteps)
     with torch.no_grad():
         reference = decoded_face_embedding(vae, encoder, z0, landmarks)
-        same = decoded_face_embedding(vae, encoder, one_step_reverse(noisy, noise, scheduler.alphas_cumprod[timesteps]), landmarks)
+        same = decoded_face_embedding(
+            vae, encoder, one_step_reverse(noisy, noise, scheduler.alphas_cumprod[timesteps]), landmarks
+        )
     assert identity_loss(same, reference, 2).abs().item() < 1e-4
     text = torch.randn(2, 77, unet.config.cross_attention_dim)
     predicted = unet(noisy, timesteps, encoder_hidden_states=text).sample
@@ -117,14 +134,18 @@ def test_capture_processor_keeps_the_layer_output_and_records_the_maps():
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
     query = attn.to_q(hidden).view(2, 12, 4, 8).transpose(1, 2)
     key = attn.to_k(context).view(2, 77, 4, 8).transpose(1, 2)
-    torch.testing.assert_close(store.maps["layer"][0], naive_probabilities(query, key, torch.tensor([[4, 6], [2, 0]]))[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        store.maps["layer"][0], naive_probabilities(query, key, torch.tensor([[4, 6], [2, 0]]))[0], atol=1e-6, rtol=1e-5
+    )
     assert store.resolution(12) == (3, 4)
     store.maps["layer"].sum().backward()
     assert hidden.grad.abs().sum() > 0
 
 
 def test_one_step_reverse_for_v_prediction():
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction")
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"
+    )
     z0, noise = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.randn(2, 4, 8, 8, dtype=torch.float64)
     timesteps = torch.tensor([10, 240])
     noisy = scheduler.add_noise(z0, noise, timesteps)

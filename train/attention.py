@@ -58,7 +58,9 @@ class CrossAttentionCapture(AttnProcessor2_0):
         self.store = store
         self.name = name
 
-    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+    def __call__(
+        self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs
+    ):
         if encoder_hidden_states is None or self.store.token_indices is None:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         batch, _, _ = hidden_states.shape
@@ -89,7 +91,9 @@ def cross_attention_layers(unet, prefixes: tuple[str, ...]) -> list[str]:
     names = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
     chosen = [name for name in names if name.startswith(tuple(f"{prefix}." for prefix in prefixes))]
     if not chosen:
-        raise ValueError(f"No cross-attention layer under {prefixes}; this UNet has {sorted({n.split('.attentions')[0] for n in names})}")
+        raise ValueError(
+            f"No cross-attention layer under {prefixes}; this UNet has {sorted({n.split('.attentions')[0] for n in names})}"
+        )
     return chosen
 
 

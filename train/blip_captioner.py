@@ -38,7 +38,10 @@ class BlipCaptioner:
             from transformers import BlipForConditionalGeneration, BlipProcessor
 
             folder = resolve_model(BLIP_CAPTIONER, "BLIP captioner", source)
-            model, processor = BlipForConditionalGeneration.from_pretrained(folder), BlipProcessor.from_pretrained(folder)
+            model, processor = (
+                BlipForConditionalGeneration.from_pretrained(folder),
+                BlipProcessor.from_pretrained(folder),
+            )
         self.device = pick_device()
         self.model, self.processor = model.to(self.device).eval(), processor
         self.max_new_tokens = max_new_tokens

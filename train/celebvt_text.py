@@ -46,7 +46,21 @@ EMOTION_SYNONYMS = {
     "laugh": "laughing", "laughs": "laughing", "laughing": "laughing",
     "serious": "serious",
 }  # fmt: skip
-MALE_WORDS = {"man", "men", "male", "he", "him", "his", "himself", "gentleman", "boy", "guy", "beard", "mustache", "moustache"}
+MALE_WORDS = {
+    "man",
+    "men",
+    "male",
+    "he",
+    "him",
+    "his",
+    "himself",
+    "gentleman",
+    "boy",
+    "guy",
+    "beard",
+    "mustache",
+    "moustache",
+}
 FEMALE_WORDS = {"woman", "women", "female", "she", "her", "hers", "herself", "lady", "girl"}
 _WORD = re.compile(r"[a-z]+")
 assert set(EMOTION_SYNONYMS.values()) <= set(EMOTION_WORDS)
@@ -152,7 +166,7 @@ def load_captioner(spec: str = "annotation") -> Captioner:
 
 
 class AnnotationCaptioner:
-    """"a photo of a <word>" plus the dataset's first appearance sentence, the subject made neutral."""
+    """ "a photo of a <word>" plus the dataset's first appearance sentence, the subject made neutral."""
 
     name = "annotation"
 

@@ -43,7 +43,11 @@ def checkpoint_folder(output_dir: Path, step: int) -> Path:
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints, oldest first."""
     folder = Path(output_dir) / CHECKPOINTS
-    found = [(int(m.group(1)), path) for path in folder.glob("step-*") if (m := _NAME.match(path.name))] if folder.is_dir() else []
+    found = (
+        [(int(m.group(1)), path) for path in folder.glob("step-*") if (m := _NAME.match(path.name))]
+        if folder.is_dir()
+        else []
+    )
     return sorted(found)
 
 

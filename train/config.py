@@ -81,7 +81,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_fields(self, LIMITS)  # every field's type from its annotation; ranges below (ints default to ≥ 0)
         if self.train_fusion_encoder and not self.fusion_encoder:
-            raise OptionError("train_fusion_encoder trains the encoder fusion_encoder names; without one it would train φ, which measures L_id")
+            raise OptionError(
+                "train_fusion_encoder trains the encoder fusion_encoder names; without one it would train φ, which measures L_id"
+            )
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -96,7 +98,9 @@ class TrainConfig:
             raise OptionError(f"{path}: {error}") from None
 
     def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }
 
 
 LIMITS = {

@@ -43,7 +43,14 @@ class Sample:
 
     @classmethod
     def of_prompt(
-        cls, id: str, stem: str, prompt: IdentityPrompt, landmarks: list, *, person_mask: bool = False, meta: dict | None = None
+        cls,
+        id: str,
+        stem: str,
+        prompt: IdentityPrompt,
+        landmarks: list,
+        *,
+        person_mask: bool = False,
+        meta: dict | None = None,
     ) -> Sample:
         """A sample captioned by `prompt` whose files are `<stem>.png`, `.mask.png`, `.ref.png` (and `.person.png`)."""
         return cls(
@@ -70,7 +77,12 @@ def write_sample_files(
     reference: Image.Image,
     person_mask: Image.Image | None = None,
 ) -> None:
-    pictures = ((sample.image, image), (sample.mask, mask), (sample.reference, reference), (sample.person_mask, person_mask))
+    pictures = (
+        (sample.image, image),
+        (sample.mask, mask),
+        (sample.reference, reference),
+        (sample.person_mask, person_mask),
+    )
     for relative, picture in pictures:
         if relative and picture is not None:
             write_png(Path(root) / relative, picture)

@@ -71,7 +71,9 @@ class PortraitDataset(Dataset):
         self._make_caches()
         self.word_map = _identity_word_map(config.identity_words)
         if config.mask_kind == "person" and any(sample.person_mask is None for sample in self.samples):
-            raise DataError(f"mask_kind 'person' needs person masks; {root} was prepared without them (use --mask bisenet)")
+            raise DataError(
+                f"mask_kind 'person' needs person masks; {root} was prepared without them (use --mask bisenet)"
+            )
 
     def _make_caches(self) -> None:
         size = self.config.image_cache
@@ -133,7 +135,11 @@ class PortraitDataset(Dataset):
 
     def _tokenize(self, caption: str) -> torch.Tensor:
         return self.tokenizer(
-            caption, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            caption,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
         ).input_ids[0]
 
     def _token_index(self, caption: str, span: tuple[int, int] | None) -> int:

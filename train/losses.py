@@ -12,7 +12,9 @@ from portrait.face.alignment import align_faces
 from portrait.identity.encoder import IdentityEncoder
 
 
-def noise_loss(prediction: torch.Tensor, target: torch.Tensor, face_mask: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+def noise_loss(
+    prediction: torch.Tensor, target: torch.Tensor, face_mask: torch.Tensor, masked: torch.Tensor
+) -> torch.Tensor:
     """ε-prediction MSE; for `masked` samples only inside the face mask.
 
     prediction, target: (B, C, h, w); face_mask: (B, 1, H, W) in [0, 1], resized here to (h, w);

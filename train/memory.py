@@ -32,9 +32,7 @@ def adamw_class(config: TrainConfig, device: torch.device) -> type[torch.optim.O
     if not config.use_8bit_adam:
         return torch.optim.AdamW
     if device.type != "cuda":
-        raise OptionError(
-            f"use_8bit_adam needs a CUDA GPU (bitsandbytes' 8-bit AdamW); this run is on {device.type}"
-        )
+        raise OptionError(f"use_8bit_adam needs a CUDA GPU (bitsandbytes' 8-bit AdamW); this run is on {device.type}")
     try:
         import bitsandbytes
     except ImportError:
@@ -82,7 +80,10 @@ def save_unet_lora(unet: torch.nn.Module, folder: Path) -> None:
     layers = {key: value.detach().float().contiguous() for key, value in state.items()}
     metadata = unet.peft_config[ADAPTER].to_dict()
     StableDiffusionPipeline.save_lora_weights(
-        Path(folder) / UNET_LORA_FOLDER, unet_lora_layers=layers, unet_lora_adapter_metadata=metadata, weight_name=LORA_FILE
+        Path(folder) / UNET_LORA_FOLDER,
+        unet_lora_layers=layers,
+        unet_lora_adapter_metadata=metadata,
+        weight_name=LORA_FILE,
     )
 
 

@@ -181,7 +181,9 @@ class ClipProcessor:
             return Outcome(clip_id, reason="unknown_subject_word")
         return ClipFrames(clip_id, target, reference, target_index, reference_index, at_end, texts, subject)
 
-    def _finish(self, clip: ClipFrames, target_faces: list[DetectedFace], reference_faces: list[DetectedFace]) -> Outcome:
+    def _finish(
+        self, clip: ClipFrames, target_faces: list[DetectedFace], reference_faces: list[DetectedFace]
+    ) -> Outcome:
         clip_id = clip.clip_id
         for faces, which in ((target_faces, "target frame"), (reference_faces, "reference frame")):
             reason = self._single_face_problem(faces)
@@ -194,7 +196,9 @@ class ClipProcessor:
             return Outcome(clip_id, reason="different_person", detail=f"similarity {similarity:.2f}")
         word = clip.subject.word
         expression = expression_at(clip.texts, clip.at_end)
-        prompt = build_identity_prompt(self.captioner.caption(clip.target, clip.texts, word), word, expression=expression)
+        prompt = build_identity_prompt(
+            self.captioner.caption(clip.target, clip.texts, word), word, expression=expression
+        )
         mask, person_mask = self._masks(clip.target, target_face)
         shard = f"{_stable_hash(clip_id) % 256:02x}"
         sample = Sample(
@@ -282,7 +286,9 @@ def check_weights(options: PrepareOptions) -> None:
         try:
             resolve_weight_file(FACEXLIB_WEIGHTS["bisenet"], folder)
         except MissingWeightsError as error:
-            raise MissingWeightsError(f"{error}; or use --mask landmarks (an ellipse from the landmarks, no weights)") from None
+            raise MissingWeightsError(
+                f"{error}; or use --mask landmarks (an ellipse from the landmarks, no weights)"
+            ) from None
     if options.detector == "retinaface":
         resolve_weight_file(FACEXLIB_WEIGHTS["retinaface"], folder)
     if options.identity_checkpoint and not Path(options.identity_checkpoint).is_file():
@@ -347,7 +353,9 @@ def prepare(
         bar = tqdm(total=len(todo), desc="videos", unit="video")
         if workers > 1:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(root, out, options, device)) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_init_worker, initargs=(root, out, options, device)
+            ) as pool:
                 for outcomes in pool.map(_run_batch, batches):
                     _record(outcomes, manifest, skipped, bar)
         else:
@@ -368,20 +376,28 @@ def _record(outcomes: list[Outcome], manifest: Path, skipped: Path, bar) -> None
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = CommandParser(prog="python -m train.prepare_celebvt", description="CelebV-Text → PortraitBooth training pairs")
+    parser = CommandParser(
+        prog="python -m train.prepare_celebvt", description="CelebV-Text → PortraitBooth training pairs"
+    )
     parser.add_argument("--celebvt", required=True, type=Path, help="folder with videos/ and texts/")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--workers", type=positive_int, default=1)
     parser.add_argument("--shard", type=parse_shard, default=(0, 1), help="i/n: this machine's share")
     parser.add_argument("--limit", type=positive_int, help="at most N new videos in this run")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="videos whose frames share one detector batch")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, help="videos whose frames share one detector batch"
+    )
     parser.add_argument("--mask", choices=["bisenet", "landmarks"], default="bisenet")
     parser.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
     parser.add_argument("--identity-checkpoint", help="φ checkpoint: enables the same-person check")
     parser.add_argument("--min-face", type=positive_int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-dir")
-    parser.add_argument("--captioner", default="annotation", help="'annotation' (the dataset's texts), 'blip', or module:Class of a Captioner")
+    parser.add_argument(
+        "--captioner",
+        default="annotation",
+        help="'annotation' (the dataset's texts), 'blip', or module:Class of a Captioner",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     options = PrepareOptions(

@@ -210,7 +210,9 @@ class Session:
         return self.accelerator.unwrap_model(self.parts).weights()
 
     @classmethod
-    def start(cls, config: TrainConfig, accelerator: Accelerator, output: Path | None = None, resume: str | None = None) -> "Session":
+    def start(
+        cls, config: TrainConfig, accelerator: Accelerator, output: Path | None = None, resume: str | None = None
+    ) -> "Session":
         """Frozen VAE, text encoder and φ in the mixed-precision dtype; UNet (or its LoRA) and STEA trainable;
         resumed if asked."""
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
@@ -271,10 +273,14 @@ def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
     """Every random draw of a step comes from here, so a resumed run repeats it exactly."""
-    return torch.Generator(device=device).manual_seed(int(np.random.SeedSequence((seed, step, rank)).generate_state(1)[0]))
+    return torch.Generator(device=device).manual_seed(
+        int(np.random.SeedSequence((seed, step, rank)).generate_state(1)[0])
+    )
 
 
-def validate(models: Models, weights: dict, dataset: PortraitDataset, config: TrainConfig, folder: Path, device) -> list:
+def validate(
+    models: Models, weights: dict, dataset: PortraitDataset, config: TrainConfig, folder: Path, device
+) -> list:
     """Fixed faces (the first references of the set) × the recipe's validation prompts, with the
     trained `weights` (unet, stea and, when trained, fusion_encoder) in the base pipeline."""
     from diffusers import EulerDiscreteScheduler
@@ -309,7 +315,11 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = TrainConfig.load(
-        args.config, max_steps=args.max_steps, base=args.base, identity_checkpoint=args.identity_checkpoint, seed=args.seed
+        args.config,
+        max_steps=args.max_steps,
+        base=args.base,
+        identity_checkpoint=args.identity_checkpoint,
+        seed=args.seed,
     )
     return train(config, args.data, args.output_dir, args.resume)
 
@@ -328,7 +338,9 @@ def train(config: TrainConfig, data: Path, output: Path, resume: str | None = No
     lr_scheduler = session.lr_scheduler
     start_step = session.start_step
     dataset = PortraitDataset(data, models.tokenizer, config, samples)
-    sampler = StepBatchSampler(len(dataset), config.batch_size, config.seed, start_step, config.max_steps, accelerator.process_index)
+    sampler = StepBatchSampler(
+        len(dataset), config.batch_size, config.seed, start_step, config.max_steps, accelerator.process_index
+    )
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
     accelerator.init_trackers("portraitbooth", config={k: str(v) for k, v in config.to_dict().items()})
     if accelerator.is_main_process:

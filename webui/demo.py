@@ -181,14 +181,18 @@ def build_demo_app(service: DemoService, banner: str) -> gr.Blocks:
                 with gr.Column():
                     person, seed_of_new, reference, about, draw_new = person_picker(service, "Person", first, 0)
                     with gr.Accordion("Your own photo", open=False):
-                        upload = FaceUpload(label="A real photo", type="filepath", image_mode=None, sources=["upload"], height=200)
+                        upload = FaceUpload(
+                            label="A real photo", type="filepath", image_mode=None, sources=["upload"], height=200
+                        )
                         note = gr.Markdown(elem_id="photo_note")
                 with gr.Column():
                     expression = gr.Dropdown(expressions, value="happy", label="Expression")
                     controls = sampling_controls(service)
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column(scale=2):
-                    gallery = gr.Gallery(label="New pictures of this person", format="png", columns=2, height=560, elem_id="gallery")
+                    gallery = gr.Gallery(
+                        label="New pictures of this person", format="png", columns=2, height=560, elem_id="gallery"
+                    )
                     info = gr.Markdown(elem_id="info")
         with gr.Tab("Two people"):
             with gr.Row():
@@ -196,19 +200,31 @@ def build_demo_app(service: DemoService, banner: str) -> gr.Blocks:
                     person_a, seed_a, reference_a, about_a, draw_a = person_picker(service, "Person A (left)", first, 0)
                     expression_a = gr.Dropdown(expressions, value="happy", label="A's expression")
                 with gr.Column():
-                    person_b, seed_b, reference_b, about_b, draw_b = person_picker(service, "Person B (right)", second, 1)
+                    person_b, seed_b, reference_b, about_b, draw_b = person_picker(
+                        service, "Person B (right)", second, 1
+                    )
                     expression_b = gr.Dropdown(expressions, value="sad", label="B's expression")
                 with gr.Column(scale=2):
                     pair_controls = sampling_controls(service)
                     run_pair = gr.Button("Generate", variant="primary", elem_id="generate_pair")
-                    pair_gallery = gr.Gallery(label="Pictures", format="png", columns=1, height=400, elem_id="pair_gallery")
+                    pair_gallery = gr.Gallery(
+                        label="Pictures", format="png", columns=1, height=400, elem_id="pair_gallery"
+                    )
                     pair_info = gr.Markdown(elem_id="pair_info")
 
         for chooser, seed, shown, text, button in ((person, seed_of_new, reference, about, draw_new),
                                                    (person_a, seed_a, reference_a, about_a, draw_a),
                                                    (person_b, seed_b, reference_b, about_b, draw_b)):  # fmt: skip
-            gr.on([chooser.change, seed.change], service.show_person, [chooser, seed], [shown, text], api_visibility="private")
-            button.click(lambda: (NEW_PERSON, service.new_person_seed()), None, [chooser, seed], api_visibility="private")
+            gr.on(
+                [chooser.change, seed.change],
+                service.show_person,
+                [chooser, seed],
+                [shown, text],
+                api_visibility="private",
+            )
+            button.click(
+                lambda: (NEW_PERSON, service.new_person_seed()), None, [chooser, seed], api_visibility="private"
+            )
             demo.load(service.show_person, [chooser, seed], [shown, text], api_visibility="private")
         upload.input(service.photo_note, upload, note, api_name="detect_face", concurrency_id="faces")
         single = dict(person=person, expression=expression, new_person_seed=seed_of_new, **controls)

@@ -61,7 +61,9 @@ class PhotoEdits:
         if not 0 <= strength <= 1:
             raise gr.Error("Strength must be between 0 and 1.")
         prompt, negative_prompt = styled(style_template, prompt, negative_prompt)
-        settings = Sampling(negative_prompt, num_images, seed, randomize_seed, steps, guidance, style_template=style_template)
+        settings = Sampling(
+            negative_prompt, num_images, seed, randomize_seed, steps, guidance, style_template=style_template
+        )
         run, sampling = service._start(request, progress, settings, False, NO_LORA)
         (selfie,) = service._faces([face], [remembered_face], ["your"])
         image, painted = self.read_photo(photo)

@@ -35,7 +35,9 @@ def user_errors(handler: Callable) -> Callable:
             raise gr.Error(OUT_OF_MEMORY) from error
         except Exception as error:
             logger.exception("Request failed")
-            raise gr.Error(f"Something went wrong ({type(error).__name__}); the details are in the server log.") from error
+            raise gr.Error(
+                f"Something went wrong ({type(error).__name__}); the details are in the server log."
+            ) from error
         finally:
             release_freed_memory()
 

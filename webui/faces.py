@@ -37,7 +37,9 @@ class RememberedFace:
     @classmethod
     def of(cls, encoding: FaceEncoding, photo_size: tuple[int, int]) -> "RememberedFace":
         notice = encoding.analyses[0].notice if encoding.analyses else None
-        features, embedding = (tensor.detach().to("cpu", copy=True) for tensor in (encoding.features, encoding.embedding))
+        features, embedding = (
+            tensor.detach().to("cpu", copy=True) for tensor in (encoding.features, encoding.embedding)
+        )
         return cls(features, embedding, notice, tuple(photo_size))
 
     def encoding(self) -> FaceEncoding:

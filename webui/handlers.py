@@ -102,8 +102,6 @@ def chosen_expression(expression: str | None) -> str | None:
     return None if expression in (None, "", NO_EXPRESSION) else expression
 
 
-
-
 class PortraitService:
     """The app's request handlers around one shared pipeline."""
 
@@ -149,7 +147,9 @@ class PortraitService:
         return (self.example, *self._described(remembered, analysis, EXAMPLE_KEY))
 
     @staticmethod
-    def _described(remembered: RememberedFace, analysis: FaceAnalysis | None, key: str) -> tuple[Image.Image | None, str, str]:
+    def _described(
+        remembered: RememberedFace, analysis: FaceAnalysis | None, key: str
+    ) -> tuple[Image.Image | None, str, str]:
         width, height = remembered.photo_size
         preview = None if analysis is None else face_preview(analysis)
         return preview, f"{remembered.notice or 'Face found.'} ({width}×{height} photo)", key
@@ -200,14 +200,18 @@ class PortraitService:
         return faces
 
     # ------------------------------------------------------------------ generation
-    def _request_pipeline(self, fast: bool, kind: type[PortraitBoothPipeline] = PortraitBoothPipeline) -> PortraitBoothPipeline:
+    def _request_pipeline(
+        self, fast: bool, kind: type[PortraitBoothPipeline] = PortraitBoothPipeline
+    ) -> PortraitBoothPipeline:
         """The shared models with this request's own scheduler (LCM's in fast mode) and stop flag, so that
         several generations may run at once (--concurrency) without stepping on each other's state."""
         config = self.pipe.scheduler.config
         scheduler = make_scheduler("lcm", config) if fast else self.pipe.scheduler.from_config(config)
         return self.pipe.with_modules(kind, scheduler=scheduler)
 
-    def _start(self, request: gr.Request | None, progress: gr.Progress, settings: Sampling, fast: bool, style: str) -> tuple[Run, dict]:
+    def _start(
+        self, request: gr.Request | None, progress: gr.Progress, settings: Sampling, fast: bool, style: str
+    ) -> tuple[Run, dict]:
         """Check the request; the run's record and the sampling arguments both modes share (fast mode
         sets its own steps and guidance, and the captions say so)."""
         self.adapters.check(fast, style)
@@ -217,7 +221,10 @@ class PortraitService:
             lcm = SAMPLERS["lcm"]
             steps_and_guidance, described = lcm.arguments, f"{lcm.steps} LCM steps · guidance {lcm.guidance:g}"
         else:
-            steps_and_guidance = {"num_inference_steps": int(settings.steps), "guidance_scale": float(settings.guidance)}
+            steps_and_guidance = {
+                "num_inference_steps": int(settings.steps),
+                "guidance_scale": float(settings.guidance),
+            }
             described = f"{int(settings.steps)} steps · guidance {settings.guidance}"
         if settings.style_template != NO_TEMPLATE:
             described += f" · style {settings.style_template}"
@@ -246,19 +253,25 @@ class PortraitService:
         )
         return run, sampling
 
-    def _steered(self, run: Run, pipe: PortraitBoothPipeline, picture, kind: str, scale: float) -> PortraitBoothPipeline:
+    def _steered(
+        self, run: Run, pipe: PortraitBoothPipeline, picture, kind: str, scale: float
+    ) -> PortraitBoothPipeline:
         """`pipe` under the request's ControlNet when it sent a control picture (the caption says so)."""
         steered, described = self.controls.steer(pipe, picture, kind, scale, run.size)
         if described:
             run.settings += f" · {described}"
         return steered
 
-    def _detail(self, wanted: bool, run: Run, pipe: PortraitBoothPipeline, result, faces: list, sampling: dict) -> list[str]:
+    def _detail(
+        self, wanted: bool, run: Run, pipe: PortraitBoothPipeline, result, faces: list, sampling: dict
+    ) -> list[str]:
         """The face detailer over the pictures of `result` (replaced in place) when asked; its notes, once each."""
         if not wanted or run.session in self.stopping:
             return []
         arguments = {name: sampling[name] for name in ("negative_prompt", "num_inference_steps", "guidance_scale")}
-        result.images, notes = detail_images(pipe, result.images, run.seeds, result.prompts, faces, result.regions, **arguments)
+        result.images, notes = detail_images(
+            pipe, result.images, run.seeds, result.prompts, faces, result.regions, **arguments
+        )
         return list(dict.fromkeys(notes))
 
     def _finish(self, run: Run, result, notes: list[str]) -> tuple[list, str]:
@@ -271,10 +284,14 @@ class PortraitService:
         prompt = result.prompts[0].text
         captions = [f"seed {seed} · {run.settings} · {width}×{height} · {prompt}" for seed in run.seeds]
         for image, seed in zip(result.images, run.seeds):
-            image.info.update(provenance_text({"prompt": prompt, "seed": str(seed), "settings": run.settings}))  # PNG text
+            image.info.update(
+                provenance_text({"prompt": prompt, "seed": str(seed), "settings": run.settings})
+            )  # PNG text
         flagged = [seed for seed, flag in zip(run.seeds, result.nsfw_content_detected or []) if flag]
         if flagged:
-            notes.append(f"{len(flagged)} of {len(run.seeds)} pictures were {FLAGGED_NOTE} (seed {', '.join(map(str, flagged))}).")
+            notes.append(
+                f"{len(flagged)} of {len(run.seeds)} pictures were {FLAGGED_NOTE} (seed {', '.join(map(str, flagged))})."
+            )
         elapsed = time.perf_counter() - run.started
         notes.append(f"{len(result.images)} image{'s' if len(result.images) > 1 else ''} in {elapsed:.1f} s.")
         return list(zip(result.images, captions)), " ".join(notes)
@@ -326,7 +343,9 @@ class PortraitService:
                 **sampling,
             )
             detailed = self._detail(detailer, run, pipe, result, [encoding], sampling)
-        notes = [note for note in (remembered.notice, result.prompts[0].notice) if note] + checked.sentences() + detailed
+        notes = (
+            [note for note in (remembered.notice, result.prompts[0].notice) if note] + checked.sentences() + detailed
+        )
         return self._finish(run, result, notes)
 
     @user_errors
@@ -376,7 +395,11 @@ class PortraitService:
             result = maker(prompt, people, split=split, **sampling)
             detailed = self._detail(detailer, run, pipe, result, faces, sampling)
         order = sorted(p.identity_span for p in result.prompts)
-        places = [describe_region(mask) for mask in result.regions] if result.regions else ["placed by the prompt (one pass)"] * 2
+        places = (
+            [describe_region(mask) for mask in result.regions]
+            if result.regions
+            else ["placed by the prompt (one pass)"] * 2
+        )
         notes = [
             f"{name}: the {('first', 'second')[order.index(p.identity_span)]} '{p.identity_word}', {place}."
             for name, p, place in zip("AB", result.prompts, places)

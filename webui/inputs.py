@@ -41,7 +41,11 @@ def as_the_ui_sends(handler: Callable) -> Callable:
 
 def as_expected(name: str, value: Any, hint: Any, default: Any) -> Any:
     """`value` as the UI would have sent it for a parameter annotated `hint`."""
-    allowed = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else {hint}
+    allowed = (
+        set(typing.get_args(hint))
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else {hint}
+    )
     if allowed - {bool, int, float, str, type(None)}:
         return value  # uploads: checked by their own reader
     if value is None and type(None) in allowed:

@@ -14,7 +14,9 @@ class SelfieChecks:
         self.service = service
 
     @user_errors
-    def check(self, face: object = None, more_faces: list | None = None, remembered_face: str | None = None) -> tuple[list, str]:
+    def check(
+        self, face: object = None, more_faces: list | None = None, remembered_face: str | None = None
+    ) -> tuple[list, str]:
         """A preview of each further photo's face, captioned with how well it matches the others, and a note;
         the main selfie takes part through the encoding the session remembers (its photo is not kept)."""
         (selfie,) = self.service._faces([face], [remembered_face], ["your main"])

@@ -52,7 +52,9 @@ def code_version() -> dict:
     """The commit this code is at, and the files that differ from it."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPOSITORY, capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPOSITORY, capture_output=True, text=True, check=False
+        ).stdout.strip()
 
     return {"commit": git("rev-parse", "HEAD"), "uncommitted": git("status", "--porcelain").splitlines(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
@@ -96,7 +98,9 @@ def export(out: Path, assets: Path, scale: Scale, seconds: dict[str, float]) -> 
         "scale": json.loads(json.dumps(dataclasses.asdict(scale))),
         "stages_seconds": seconds,
         "sampler": "EulerDiscreteScheduler (SD 1.5's noise schedule); the app's default 50 steps, guidance 5",
-        "files": {str(path.relative_to(assets)): {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in files},
+        "files": {
+            str(path.relative_to(assets)): {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in files
+        },
     }
     write_text(assets / "demo.json", json.dumps(record, indent=1))
 
@@ -134,7 +138,9 @@ def sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the experiment's quick scale (16×16 pictures, fewer steps)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the experiment's quick scale (16×16 pictures, fewer steps)"
+    )
     parser.add_argument("--out", type=Path, help="where the stages keep their results (default out/demo-model[-quick])")
     parser.add_argument("--assets", type=Path, default=REPOSITORY / "assets" / "demo", help="where the demo's files go")
     parser.add_argument("--workers", type=int, default=2, help="the full run and the measurer trained side by side")

@@ -88,7 +88,9 @@ class Judgement:
     similarity: np.ndarray  # (N,) cosine to the true person's reference frame
     read_expression: np.ndarray  # (N,)
     seconds: float = 0.0  # spent generating
-    examples: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # (person, asked) → first image, HWC uint8
+    examples: dict[tuple[int, str], np.ndarray] = field(
+        default_factory=dict
+    )  # (person, asked) → first image, HWC uint8
 
 
 def heldout_people(root: Path) -> list[HeldOutPerson]:
@@ -99,7 +101,9 @@ def heldout_people(root: Path) -> list[HeldOutPerson]:
         if number not in people and sample.meta["reference_expression"] == reference_expression_of(number):
             crop = image_to_tensor(Image.open(root / sample.reference).convert("RGB"))
             frame = image_to_tensor(Image.open(root / sample.meta["reference_frame"]).convert("RGB")) * 2 - 1
-            people[number] = HeldOutPerson(number, sample.identity_word, crop, frame, sample.meta["reference_expression"])
+            people[number] = HeldOutPerson(
+                number, sample.identity_word, crop, frame, sample.meta["reference_expression"]
+            )
     return [people[number] for number in sorted(people)]
 
 
@@ -117,7 +121,9 @@ def generate_and_judge(
 ) -> Judgement:
     """Every person × every expression × `images_per_prompt` images, read by `reader`."""
     gallery, _ = reader.read(torch.stack([person.frame for person in people]))
-    columns: dict[str, list] = {name: [] for name in ("person", "asked", "reference_expression", "identified", "similarity", "read_expression")}
+    columns: dict[str, list] = {
+        name: [] for name in ("person", "asked", "reference_expression", "identified", "similarity", "read_expression")
+    }
     examples, seconds = {}, 0.0
     for person in people:
         face = person.face(pipe)
@@ -144,7 +150,9 @@ def generate_and_judge(
             columns["similarity"] += similarity[:, person.index].tolist()
             columns["read_expression"] += read.argmax(dim=1).tolist()
             examples[(person.index, expression)] = (images[0] * 255).round().astype(np.uint8)
-    return Judgement(**{name: np.asarray(values) for name, values in columns.items()}, seconds=seconds, examples=examples)
+    return Judgement(
+        **{name: np.asarray(values) for name, values in columns.items()}, seconds=seconds, examples=examples
+    )
 
 
 def per_person(values: np.ndarray, person: np.ndarray, where: np.ndarray | None = None) -> list[float]:
@@ -279,7 +287,9 @@ def judge_pairs(
             columns["read_expression"] += read.argmax(dim=1).tolist()
     count = len(pairs_of(people)) * settings.pair_images
     arrays = {name: np.asarray(values) for name, values in columns.items()}
-    return PairJudgement(**arrays, seconds=seconds, pictures=count, one_person_seconds=alone, one_person_pictures=count, example=example)
+    return PairJudgement(
+        **arrays, seconds=seconds, pictures=count, one_person_seconds=alone, one_person_pictures=count, example=example
+    )
 
 
 def one_pass(pipe: PortraitBoothPipeline, prompt: str, faces: list[FaceEncoding], words: list[str], expressions: list[str],
@@ -287,7 +297,9 @@ def one_pass(pipe: PortraitBoothPipeline, prompt: str, faces: list[FaceEncoding]
     """Both people in one ordinary pass: the prompt's two identity words, each augmented by STEA with its own face."""
     config = pipe.stea.config
     prompts = build_subject_prompts(prompt, words, expressions, config.identity_words, config.emotion_words)
-    text, negative = pipe.encode_prompt([prompts[0].text], pipe.device, len(seeds), sampling["guidance_scale"] > 1, None)
+    text, negative = pipe.encode_prompt(
+        [prompts[0].text], pipe.device, len(seeds), sampling["guidance_scale"] > 1, None
+    )
     condition = text
     for identity_prompt, face in zip(prompts, faces):
         condition = pipe.add_identity(condition, [identity_prompt], face, len(seeds))
@@ -314,7 +326,9 @@ def summarize_pairs(judgement: PairJudgement) -> dict:
 
 # ------------------------------------------------------------------ attention
 @torch.no_grad()
-def attention_in_mask(pipe: PortraitBoothPipeline, dataset: PortraitDataset, layers: tuple[str, ...], settings: EvalSettings) -> dict:
+def attention_in_mask(
+    pipe: PortraitBoothPipeline, dataset: PortraitDataset, layers: tuple[str, ...], settings: EvalSettings
+) -> dict:
     """Share of the identity and expression tokens' attention inside the face mask, and the mask's area.
 
     Every frame of `dataset` (no dropout, no flip), with its own reference's face, noised at each of
@@ -322,7 +336,10 @@ def attention_in_mask(pipe: PortraitBoothPipeline, dataset: PortraitDataset, lay
     """
     batch = collate([dataset[Draw(index, 0)] for index in range(len(dataset))])
     device, dtype = pipe.device, pipe.unet.dtype
-    latents = pipe.vae.encode(batch["pixel_values"].to(device, pipe.vae.dtype)).latent_dist.mode() * pipe.vae.config.scaling_factor
+    latents = (
+        pipe.vae.encode(batch["pixel_values"].to(device, pipe.vae.dtype)).latent_dist.mode()
+        * pipe.vae.config.scaling_factor
+    )
     text = pipe.text_encoder(batch["input_ids"].to(device))[0]
     features = pipe.fusion_encoder(batch["reference"].to(device, pipe.fusion_encoder.dtype)).features
     condition = pipe.stea(text.to(pipe.stea.dtype), batch["face_token"].to(device), features.to(pipe.stea.dtype))
@@ -341,11 +358,17 @@ def attention_in_mask(pipe: PortraitBoothPipeline, dataset: PortraitDataset, lay
             pipe.unet(noising.add_noise(latents, noise, t).to(dtype), t, encoder_hidden_states=condition.to(dtype))
             for maps in store.maps.values():  # (B, HW, 2)
                 h, w = store.resolution(maps.shape[1])
-                layer_mask = torch.nn.functional.interpolate(mask.float(), size=(h, w), mode="area").flatten(1)  # (B, HW)
+                layer_mask = torch.nn.functional.interpolate(mask.float(), size=(h, w), mode="area").flatten(
+                    1
+                )  # (B, HW)
                 inside = (maps * layer_mask[..., None]).sum(dim=1) / maps.sum(dim=1).clamp_min(1e-12)  # (B, 2)
                 shares.append(inside)
     finally:
         store.token_indices = None
         remove_attention_capture(pipe.unet)
     share = torch.stack(shares).mean(dim=(0, 1))
-    return {"identity": round(float(share[0]), 4), "expression": round(float(share[1]), 4), "mask_area": round(float(mask.mean()), 4)}
+    return {
+        "identity": round(float(share[0]), 4),
+        "expression": round(float(share[1]), 4),
+        "mask_area": round(float(mask.mean()), 4),
+    }

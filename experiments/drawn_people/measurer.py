@@ -53,7 +53,9 @@ def degrade(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     kernels = torch.exp(-(kernel_x[None] ** 2) / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
     kernels = kernels / kernels.sum(dim=1, keepdim=True)  # (B, 5)
     blurred = torch.stack([_separable_blur(image, kernel) for image, kernel in zip(images, kernels)])
-    noise = torch.randn(images.shape, generator=generator) * torch.rand(images.shape[0], 1, 1, 1, generator=generator) * 0.1
+    noise = (
+        torch.randn(images.shape, generator=generator) * torch.rand(images.shape[0], 1, 1, 1, generator=generator) * 0.1
+    )
     return (blurred + noise).clamp(-1, 1)
 
 
@@ -93,13 +95,17 @@ def train_trait_reader(
 
 
 @torch.no_grad()
-def reading_accuracy(reader: TraitReader, images: torch.Tensor, traits: torch.Tensor, expressions: torch.Tensor) -> float:
+def reading_accuracy(
+    reader: TraitReader, images: torch.Tensor, traits: torch.Tensor, expressions: torch.Tensor
+) -> float:
     """Mean accuracy over every trait and the expression."""
     reader.eval()
     hits = []
     for start in range(0, len(images), 256):
         trait_logits, expression_logits = reader(images[start : start + 256])
         chunk = slice(start, start + 256)
-        hits += [(logits.argmax(-1) == traits[chunk, k]).float().mean() for k, logits in enumerate(trait_logits.values())]
+        hits += [
+            (logits.argmax(-1) == traits[chunk, k]).float().mean() for k, logits in enumerate(trait_logits.values())
+        ]
         hits.append((expression_logits.argmax(-1) == expressions[chunk]).float().mean())
     return float(torch.stack(hits).mean())

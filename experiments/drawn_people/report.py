@@ -44,7 +44,9 @@ def aggregate(per_seed: dict[int, dict], groups: tuple[str, ...], permutations: 
         summary["tests"][group] = tests
     if all(per_seed[s]["pairs"] for s in seeds):
         summary["pairs"] = {
-            mode: {measure: _interval([per_seed[s]["pairs"][mode][measure] for s in seeds]) for measure in PAIR_MEASURES}
+            mode: {
+                measure: _interval([per_seed[s]["pairs"][mode][measure] for s in seeds]) for measure in PAIR_MEASURES
+            }
             for mode in PAIR_MODES
         }
     return summary
@@ -52,11 +54,20 @@ def aggregate(per_seed: dict[int, dict], groups: tuple[str, ...], permutations: 
 
 def _interval(values: list[float]) -> dict:
     mean, low, high = seed_interval(values)
-    return {"mean": round(mean, 4), "low": round(low, 4), "high": round(high, 4), "per_seed": [round(v, 4) for v in values]}
+    return {
+        "mean": round(mean, 4),
+        "low": round(low, 4),
+        "high": round(high, 4),
+        "per_seed": [round(v, 4) for v in values],
+    }
 
 
 def _test(differences: np.ndarray, permutations: int) -> dict:
-    return {"difference": round(float(differences.mean()), 4), "people": len(differences), "p": sign_flip_p(differences, permutations)}
+    return {
+        "difference": round(float(differences.mean()), 4),
+        "people": len(differences),
+        "p": sign_flip_p(differences, permutations),
+    }
 
 
 # ------------------------------------------------------------------ reporting
@@ -99,7 +110,10 @@ def markdown_tables(summary: dict, seeds: list[int], groups: tuple[str, ...]) ->
             "| run | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---|" + "---|" * len(seeds),
         ]
-        lines += [f"| {LABELS[name]} | " + " | ".join(f"{v:.2f}" for v in rows[name]["id_acc"]["per_seed"]) + " |" for name in ROWS]
+        lines += [
+            f"| {LABELS[name]} | " + " | ".join(f"{v:.2f}" for v in rows[name]["id_acc"]["per_seed"]) + " |"
+            for name in ROWS
+        ]
         lines.append("")
     if summary["pairs"]:
         lines += [
@@ -108,7 +122,10 @@ def markdown_tables(summary: dict, seeds: list[int], groups: tuple[str, ...]) ->
             "| made | right person in their half | swapped (the other person read) | expression per person | time vs one person |",
             "|---|---|---|---|---|",
         ]
-        names = {"regions": "regions (MultiDiffusion, the paper)", "one-pass": "one pass (both words augmented in one prompt)"}
+        names = {
+            "regions": "regions (MultiDiffusion, the paper)",
+            "one-pass": "one pass (both words augmented in one prompt)",
+        }
         for mode, row in summary["pairs"].items():
             lines.append(
                 f"| {names[mode]} | {cell(row['right_person'])} | {cell(row['swapped'])} | {cell(row['expr_acc'])} "
@@ -122,7 +139,9 @@ def picture_grid(people: list, examples: dict[str, dict], count: int = 6, scale:
     """Rows: (held-out person, asked expression); columns: the reference frame, then a run's first image."""
     size = people[0].frame.shape[-1] * max(scale, 96 // people[0].frame.shape[-1])
     label = 14
-    chosen = [(person, expression) for person in people for expression in EXPRESSIONS if expression != person.expression]
+    chosen = [
+        (person, expression) for person in people for expression in EXPRESSIONS if expression != person.expression
+    ]
     chosen = chosen[:: max(1, len(chosen) // count)][:count]
     grid = Image.new("RGB", ((len(GRID_COLUMNS) + 1) * size, label + len(chosen) * size), "white")
     draw = ImageDraw.Draw(grid)
@@ -132,7 +151,9 @@ def picture_grid(people: list, examples: dict[str, dict], count: int = 6, scale:
         top = label + row * size
         frame = ((person.frame.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
         grid.paste(Image.fromarray(frame).resize((size, size), Image.NEAREST), (0, top))
-        draw.text((2, top + 2), f"{person.expression} -> {expression}", fill="white", stroke_width=1, stroke_fill="black")
+        draw.text(
+            (2, top + 2), f"{person.expression} -> {expression}", fill="white", stroke_width=1, stroke_fill="black"
+        )
         for column, name in enumerate(GRID_COLUMNS, start=1):
             image = Image.fromarray(examples[name][(str(person.index), expression)])
             grid.paste(image.resize((size, size), Image.NEAREST), (column * size, top))

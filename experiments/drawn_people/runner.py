@@ -73,7 +73,9 @@ FULL = Scale(
     seeds=5,
 )
 QUICK = Scale(
-    people=DrawnPeopleConfig(size=16, train_people=100, heldout_people=8, novel_people=8, validation_people=8, frames_per_person=6),
+    people=DrawnPeopleConfig(
+        size=16, train_people=100, heldout_people=8, novel_people=8, validation_people=8, frames_per_person=6
+    ),
     autoencoder=Schedule(250, 3e-3),
     recognizer=Schedule(150, 3e-3),
     measurer=Schedule(300, 3e-3),
@@ -111,7 +113,9 @@ def claim(folder: Path, stamp: dict) -> None:
         logging.info("%s was made by another recipe, settings or code: rerunning it", folder)
         shutil.rmtree(folder)
     elif folder.is_dir() and any(folder.iterdir()):
-        raise OptionError(f"{folder} holds files without a fingerprint.json, not made by this experiment; choose another --out")
+        raise OptionError(
+            f"{folder} holds files without a fingerprint.json, not made by this experiment; choose another --out"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     write_text(record, json.dumps(stamp, indent=1))
 
@@ -121,7 +125,9 @@ def run_seed(stages: Stages, experiment: Experiment, groups: tuple[str, ...], pa
     stages.side_by_side(experiment, [("prepare", ())])
     stages.side_by_side(experiment, [*(("train_run", (name,)) for name in RUNS), ("measurer", ())])
     evaluations = [("evaluate", (name, group)) for group in groups for name in ROWS]
-    stages.side_by_side(experiment, evaluations + ([("evaluate_pairs", (mode,)) for mode in PAIR_MODES] if pairs else []))
+    stages.side_by_side(
+        experiment, evaluations + ([("evaluate_pairs", (mode,)) for mode in PAIR_MODES] if pairs else [])
+    )
     return experiment.results(groups, pairs)
 
 
@@ -138,7 +144,9 @@ def run(out: Path, scale: Scale, seeds: int, workers: int, validation: bool = Fa
     for experiment in experiments:
         claim(experiment.out, fingerprint(scale, experiment.seed))
     with Stages(workers) as stages, ThreadPoolExecutor(workers) as seeds_under_way:
-        outcomes = [seeds_under_way.submit(run_seed, stages, experiment, groups, not validation) for experiment in experiments]
+        outcomes = [
+            seeds_under_way.submit(run_seed, stages, experiment, groups, not validation) for experiment in experiments
+        ]
         per_seed = {experiment.seed: outcome.result() for experiment, outcome in zip(experiments, outcomes)}
     summary = aggregate(per_seed, groups, scale.evaluation.permutations)
     results = {
@@ -151,7 +159,9 @@ def run(out: Path, scale: Scale, seeds: int, workers: int, validation: bool = Fa
     }
     name = "validation" if validation else "results"
     write_text(out / f"{name}.json", json.dumps(results, indent=1))
-    write_text(out / ("validation.md" if validation else "table.md"), markdown_tables(summary, list(range(seeds)), groups))
+    write_text(
+        out / ("validation.md" if validation else "table.md"), markdown_tables(summary, list(range(seeds)), groups)
+    )
     if not validation:
         first = Experiment(out / "seed-0", scale, 0)
         examples = {}
@@ -165,12 +175,24 @@ def run(out: Path, scale: Scale, seeds: int, workers: int, validation: bool = Fa
 
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="16×16 pictures, fewer people and steps, 3 seeds (≈3 minutes)")
-    parser.add_argument("--seeds", type=positive_int, help=f"split seeds 0..N-1 (default {FULL.seeds}; --quick {QUICK.seeds})")
+    parser.add_argument(
+        "--quick", action="store_true", help="16×16 pictures, fewer people and steps, 3 seeds (≈3 minutes)"
+    )
+    parser.add_argument(
+        "--seeds", type=positive_int, help=f"split seeds 0..N-1 (default {FULL.seeds}; --quick {QUICK.seeds})"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the measures")
-    parser.add_argument("--out", type=Path, help="where every stage keeps its result (default out/drawn-people[-quick])")
-    parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1), help="stages run side by side")
-    parser.add_argument("--validation", action="store_true", help="judge the validation people (for choosing settings), not the test people")
+    parser.add_argument(
+        "--out", type=Path, help="where every stage keeps its result (default out/drawn-people[-quick])"
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=min(2, os.cpu_count() or 1), help="stages run side by side"
+    )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="judge the validation people (for choosing settings), not the test people",
+    )
     args = parser.parse_args(argv)
     quiet()
     scale = QUICK if args.quick else FULL

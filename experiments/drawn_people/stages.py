@@ -92,7 +92,9 @@ class Experiment:
         return {key: value for key, value in self.__dict__.items() if key != "training_frames"}  # not the cache
 
     def recipe(self, base: Path, steps: int, **overrides) -> TrainConfig:
-        return TrainConfig.load(RECIPE, base=str(base), max_steps=steps, resolution=self.people.size, seed=self.seed, **overrides)
+        return TrainConfig.load(
+            RECIPE, base=str(base), max_steps=steps, resolution=self.people.size, seed=self.seed, **overrides
+        )
 
     @functools.cached_property
     def training_frames(self) -> dict[str, torch.Tensor]:
@@ -119,7 +121,9 @@ class Experiment:
         components = build_random_components("drawn", seed=self.seed)
         size = self.people.size
         components["vae"].register_to_config(sample_size=size)
-        components["unet"].register_to_config(sample_size=size // 2 ** (len(components["vae"].config.block_out_channels) - 1))
+        components["unet"].register_to_config(
+            sample_size=size // 2 ** (len(components["vae"].config.block_out_channels) - 1)
+        )
         components["scheduler"] = EulerDiscreteScheduler.from_config(components["scheduler"].config)
         return components
 
@@ -129,7 +133,9 @@ class Experiment:
             return ""
         data = self.training_frames
         vae = self.components()["vae"]
-        error = train_autoencoder(vae, data["frames"], data["masks"], dataclasses.replace(self.scale.autoencoder, seed=self.seed))
+        error = train_autoencoder(
+            vae, data["frames"], data["masks"], dataclasses.replace(self.scale.autoencoder, seed=self.seed)
+        )
         with atomic_path(folder) as partial:
             vae.save_pretrained(partial)
         return f"seed {self.seed} autoencoder: reconstruction MSE {error:.4f}"
@@ -164,10 +170,14 @@ class Experiment:
         data = self.training_frames
         vae = AutoencoderKL.from_pretrained(self.standins / "vae")
         with torch.no_grad():
-            decoded = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mode()).sample for chunk in data["frames"].split(256)])
+            decoded = torch.cat(
+                [vae.decode(vae.encode(chunk).latent_dist.mode()).sample for chunk in data["frames"].split(256)]
+            )
         reader = TraitReader(TRAITS, len(EXPRESSIONS))
         schedule = dataclasses.replace(self.scale.measurer, seed=self.seed)
-        accuracy = train_trait_reader(reader, [data["frames"], decoded.clamp(-1, 1)], data["traits"], data["expression"], schedule)
+        accuracy = train_trait_reader(
+            reader, [data["frames"], decoded.clamp(-1, 1)], data["traits"], data["expression"], schedule
+        )
         with atomic_path(weights) as partial:
             save_file(reader.state_dict(), partial)
         return f"seed {self.seed} measurer: accuracy on training frames {accuracy:.3f}"
@@ -181,9 +191,13 @@ class Experiment:
         """The UNet taught text-to-image on training people (no face), saved with the stand-ins as the runs' base."""
         if (self.base / "model_index.json").is_file():
             return ""
-        config = self.recipe(self.standins, self.scale.base_steps, text_only_fraction=1.0, identity_weight=0.0, localization_weight=0.0)
+        config = self.recipe(
+            self.standins, self.scale.base_steps, text_only_fraction=1.0, identity_weight=0.0, localization_weight=0.0
+        )
         final = train(config, self.train_set, self.out / "runs" / "base", resume="latest")
-        pipe = PortraitBoothPipeline.from_pretrained(self.standins, unet=UNet2DConditionModel.from_pretrained(final / "unet"))
+        pipe = PortraitBoothPipeline.from_pretrained(
+            self.standins, unet=UNet2DConditionModel.from_pretrained(final / "unet")
+        )
         with atomic_path(self.base) as partial:
             pipe.save_pretrained(partial)
         return f"seed {self.seed} base: {self.scale.base_steps} text-only steps"
@@ -200,8 +214,12 @@ class Experiment:
     def pipeline(self, name: str) -> PortraitBoothPipeline:
         """A row's pipeline on the base: its trained weights, or (untrained) a zero-residual STEA."""
         weights = None if name == "untrained" else self.out / "runs" / name / "final"
-        bare = dict(safety_checker=False, watermark=False, device="cpu", dtype="fp32")  # what training's validation sees
-        pipe = load_pipeline(ModelSource(base=str(self.base), portrait_weights=weights, untrained_stea=name == "untrained", **bare))
+        bare = dict(
+            safety_checker=False, watermark=False, device="cpu", dtype="fp32"
+        )  # what training's validation sees
+        pipe = load_pipeline(
+            ModelSource(base=str(self.base), portrait_weights=weights, untrained_stea=name == "untrained", **bare)
+        )
         if not isinstance(pipe.scheduler, EulerDiscreteScheduler):  # the sampler README names
             raise RuntimeError(f"{self.base} samples with {type(pipe.scheduler).__name__}, not Euler")
         pipe.set_progress_bar_config(disable=True)
@@ -220,10 +238,19 @@ class Experiment:
         row["sampler"] = f"{type(pipe.scheduler).__name__}, {settings.steps} steps, guidance {settings.guidance}"
         # Read only for its data settings and ECAC layers: nothing trains (max_steps must still be ≥ 1).
         config = self.recipe(self.base, 1, unconditional_fraction=0.0, text_only_fraction=0.0, flip_probability=0.0)
-        attention = attention_in_mask(pipe, PortraitDataset(self.data / group, pipe.tokenizer, config), config.ecac_layers, settings)
-        row.update(attn_id_in_mask=attention["identity"], attn_expr_in_mask=attention["expression"], mask_area=attention["mask_area"])
+        attention = attention_in_mask(
+            pipe, PortraitDataset(self.data / group, pipe.tokenizer, config), config.ecac_layers, settings
+        )
+        row.update(
+            attn_id_in_mask=attention["identity"],
+            attn_expr_in_mask=attention["expression"],
+            mask_area=attention["mask_area"],
+        )
         with atomic_path(pictures) as partial, open(partial, "wb") as handle:
-            np.savez(handle, **{f"{person}|{expression}": image for (person, expression), image in judgement.examples.items()})
+            np.savez(
+                handle,
+                **{f"{person}|{expression}": image for (person, expression), image in judgement.examples.items()},
+            )
         write_text(measures, json.dumps(row, indent=1))
         return f"seed {self.seed} {group} {name}: identification {row['id_acc']:.2f}, expression {row['expr_acc']:.2f}"
 
@@ -247,8 +274,12 @@ class Experiment:
         reader, held = self.load_measurer(), frames(self.data / "test")
         return {
             "novel_trait": people["novel_trait"],
-            "measurer_accuracy_test_frames": round(reading_accuracy(reader, held["frames"], held["traits"], held["expression"]), 4),
-            "groups": {group: {name: read(self.out / "eval" / group / f"{name}.json") for name in ROWS} for group in groups},
+            "measurer_accuracy_test_frames": round(
+                reading_accuracy(reader, held["frames"], held["traits"], held["expression"]), 4
+            ),
+            "groups": {
+                group: {name: read(self.out / "eval" / group / f"{name}.json") for name in ROWS} for group in groups
+            },
             "pairs": {mode: read(self.out / "eval" / "pairs" / f"{mode}.json") for mode in PAIR_MODES} if pairs else {},
         }
 

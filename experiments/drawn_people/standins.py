@@ -53,7 +53,9 @@ class OneCycle:
         self.lr_schedule.step()
 
 
-def train_autoencoder(vae, images: torch.Tensor, masks: torch.Tensor, schedule: Schedule, face_weight: float = 9.0) -> float:
+def train_autoencoder(
+    vae, images: torch.Tensor, masks: torch.Tensor, schedule: Schedule, face_weight: float = 9.0
+) -> float:
     """Train `vae` to reconstruct `images` (N, 3, H, W) in [-1, 1]; set its latent scaling factor.
 
     The reconstruction error (L1 + L2) counts `1 + face_weight` times inside the face `masks`

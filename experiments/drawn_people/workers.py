@@ -37,7 +37,9 @@ class Stages:
         if self.workers > 1:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             context = multiprocessing.get_context("spawn")
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_setup, initargs=(threads,))
+            self.pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_worker_setup, initargs=(threads,)
+            )
             # Start the workers now, so that their imports overlap the first stages, which run here; they
             # inherit TQDM_DISABLE (read when they import tqdm): no interleaved progress bars.
             previous = os.environ.get("TQDM_DISABLE")

@@ -40,7 +40,13 @@ IRIS = (70, 45, 25)
 FACE_WIDTHS = (0.68, 0.84, 1.0)  # face width / face height
 EXPRESSIONS = ("happy", "sad", "surprised", "neutral")
 # Trait name → number of values; `DrawnIdentity` holds one index per trait. hair_style indexes HAIR_STYLES[sex].
-TRAITS = {"sex": 2, "hair_style": 3, "skin": len(SKIN_TONES), "hair_colour": len(HAIR_COLOURS), "face_width": len(FACE_WIDTHS)}
+TRAITS = {
+    "sex": 2,
+    "hair_style": 3,
+    "skin": len(SKIN_TONES),
+    "hair_colour": len(HAIR_COLOURS),
+    "face_width": len(FACE_WIDTHS),
+}
 TEMPLATES = ("a photo of a {word}", "a portrait of a {word}", "a photo of a {word} with a face")
 SUPERSAMPLE = 4  # drawn at 4× and reduced, for smooth edges
 
@@ -127,10 +133,14 @@ def split_people(config: DrawnPeopleConfig) -> Split:
     novel_trait = (trait, value)
     has_novel = [getattr(person, trait) == value for person in order]
     # The novel group shares its novel value, so its people are one trait fewer apart than the other groups'.
-    novel = _spread_group([p for p, flag in zip(order, has_novel) if flag], config.novel_people, config.min_heldout_distance - 1)
+    novel = _spread_group(
+        [p for p, flag in zip(order, has_novel) if flag], config.novel_people, config.min_heldout_distance - 1
+    )
     familiar = [p for p, flag in zip(order, has_novel) if not flag]
     test = _spread_group(familiar, config.heldout_people, config.min_heldout_distance)
-    validation = _spread_group([p for p in familiar if p not in set(test)], config.validation_people, config.min_heldout_distance)
+    validation = _spread_group(
+        [p for p in familiar if p not in set(test)], config.validation_people, config.min_heldout_distance
+    )
     taken = set(test) | set(validation)
     training = [p for p in familiar if p not in taken][: config.train_people]
     return Split(training, test, novel, validation, novel_trait)
@@ -242,7 +252,9 @@ def _draw_features(paint: ImageDraw.ImageDraw, box, at, expression: str, eye: tu
 
 def _brow(expression: str) -> tuple[float, float]:
     """(inner end, outer end) heights of a brow: sad lifts the inner end, surprise lifts both."""
-    return {"happy": (-0.44, -0.46), "sad": (-0.62, -0.3), "surprised": (-0.7, -0.64), "neutral": (-0.42, -0.42)}[expression]
+    return {"happy": (-0.44, -0.46), "sad": (-0.62, -0.3), "surprised": (-0.7, -0.64), "neutral": (-0.42, -0.42)}[
+        expression
+    ]
 
 
 def _draw_mouth(paint: ImageDraw.ImageDraw, box, at, expression: str) -> list:
@@ -306,7 +318,9 @@ def write_split(root: Path, people: list[DrawnIdentity], split: str, config: Dra
             name = f"p{number:03d}-{index:02d}"
             meta = {"person": number, "traits": list(person.traits()), "reference_expression": reference_expression,
                     "reference_frame": f"{number:03d}/{name}.ref-frame.png"}  # fmt: skip
-            sample = Sample.of_prompt(f"{split}-{name}", f"{number:03d}/{name}", prompt, np.round(target.landmarks, 3).tolist(), meta=meta)
+            sample = Sample.of_prompt(
+                f"{split}-{name}", f"{number:03d}/{name}", prompt, np.round(target.landmarks, 3).tolist(), meta=meta
+            )
             write_png(folder / sample.meta["reference_frame"], reference.image)  # before the manifest line
             write_sample(folder, sample, target.image, target.mask, aligned_reference(reference))
     return folder

@@ -61,9 +61,7 @@ def align_faces(images: torch.Tensor, landmarks: torch.Tensor, size: int = ARCFA
     batch, _, height, width = images.shape
     crop_to_image = _homogeneous(crop_to_image_transform(landmarks, size))
     # grid_sample's normalised coordinates (align_corners=True): -1 and 1 are the outer pixel centres.
-    to_normalised = torch.tensor(
-        [[2 / (width - 1), 0, -1], [0, 2 / (height - 1), -1], [0, 0, 1]], dtype=torch.float64
-    )
+    to_normalised = torch.tensor([[2 / (width - 1), 0, -1], [0, 2 / (height - 1), -1], [0, 0, 1]], dtype=torch.float64)
     half = (size - 1) / 2
     from_normalised = torch.tensor([[half, 0, half], [0, half, half], [0, 0, 1]], dtype=torch.float64)
     theta = (to_normalised.to(crop_to_image) @ crop_to_image @ from_normalised.to(crop_to_image))[:, :2]

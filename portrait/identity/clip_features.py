@@ -29,7 +29,9 @@ class ClipImageEncoder(ModelMixin, ConfigMixin):
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, architecture: str = "clip_vit_l14", vision_config: dict | None = None, feature_layer: str = "embedding"):
+    def __init__(
+        self, architecture: str = "clip_vit_l14", vision_config: dict | None = None, feature_layer: str = "embedding"
+    ):
         super().__init__()
         self.vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**(vision_config or {})))
 

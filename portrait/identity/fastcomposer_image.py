@@ -33,7 +33,12 @@ def face_crop_box(box: tuple[float, float, float, float], width: int, height: in
     side = max(1, round(CROP_SCALE * max(x1 - x0, y1 - y0)))
     left, top = round((x0 + x1 - side) / 2), round((y0 + y1 - side) / 2)
     clipped_left, clipped_top = min(max(0, left), width - 1), min(max(0, top), height - 1)
-    return clipped_left, clipped_top, max(min(width, left + side), clipped_left + 1), max(min(height, top + side), clipped_top + 1)
+    return (
+        clipped_left,
+        clipped_top,
+        max(min(width, left + side), clipped_left + 1),
+        max(min(height, top + side), clipped_top + 1),
+    )
 
 
 def pad_to_square(pixels: torch.Tensor) -> torch.Tensor:
