@@ -17,6 +17,7 @@ from .control import CONTROLS, control_map, controlled, load_controlnet
 from .defaults import BASE_MODEL_ID, PAPER_GUIDANCE, PAPER_STEPS
 from .demo import DEMO_PREFIX, PHOTO_NOTE, enlarged, example_person
 from .detailer import detail_images
+from .docstrings import documented_args
 from .edit import FACE_REGION, INPAINT_STRENGTH, RESTYLE_STRENGTH, edit_photo
 from .engine import (
     TINY,
@@ -39,6 +40,7 @@ from .files import atomic_path
 from .images import load_image
 from .loras import LCM_LORA_ID, load_loras, parse_lora
 from .multi import PEOPLE_MODES, Person, PortraitBoothPeoplePipeline, describe_region
+from .pipeline import PortraitBoothPipeline
 from .prompts import EMOTION_WORDS
 from .provenance import has_watermark, png_info
 from .runtime import DTYPES, seeded_generators
@@ -48,6 +50,12 @@ from .styles import ASPECTS, NO_STYLE, canvas_size, style_names, styled
 from .weights_command import add_weights_parser, run_weights
 
 logger = logging.getLogger("portrait")
+
+
+def pipeline_help(parameter: str, more: str = "") -> str:
+    """The help of an option that is a parameter of the pipeline: its docstring's words (`more` adds the CLI's)."""
+    text = documented_args(PortraitBoothPipeline.__call__)[parameter] + (f" {more}" if more else "")
+    return text.replace("%", "%%")  # argparse formats help strings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--expression",
         action="append",
         choices=EMOTION_WORDS,
-        help="written before the identity word; once, or per face",
+        help=pipeline_help("expression", "Once, or per face."),
     )
     gen.add_argument(
         "--identity-word",
@@ -77,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="word of the prompt that gets the face, once per face (default: man/woman, in order of appearance)",
     )
     gen.add_argument("--identity-occurrence", type=int, help="which occurrence of the identity word, 1 = first")
-    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--negative-prompt", default=None, help=pipeline_help("negative_prompt"))
     gen.add_argument(
         "--scheduler",
         choices=list(SAMPLERS),
@@ -85,21 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="euler (the paper's), dpm++, or lcm (with an LCM-LoRA)",
     )
     gen.add_argument(
-        "--steps", type=int, help=f"default: the scheduler's ({PAPER_STEPS} for euler, {SAMPLERS['lcm'].steps} for lcm)"
+        "--steps",
+        type=int,
+        help=pipeline_help(
+            "num_inference_steps",
+            f"Default: the scheduler's ({PAPER_STEPS} for euler, {SAMPLERS['lcm'].steps} for lcm).",
+        ),
     )
     gen.add_argument(
         "--guidance",
         type=float,
-        help=f"default: the scheduler's ({PAPER_GUIDANCE:g} for euler, {SAMPLERS['lcm'].guidance:g} for lcm)",
+        help=pipeline_help(
+            "guidance_scale",
+            f"Default: the scheduler's ({PAPER_GUIDANCE:g} for euler, {SAMPLERS['lcm'].guidance:g} for lcm).",
+        ),
     )
     gen.add_argument(
         "--lora", action="append", type=parse_lora, default=[], metavar="PATH_OR_ID[:SCALE]",
         help=f"a LoRA to apply, repeatable: {LCM_LORA_ID} for --scheduler lcm, or a style LoRA",
     )  # fmt: skip
-    gen.add_argument(
-        "--identity-start", type=float,
-        help="fraction of steps before the face is used (default: the identity model's: 0 PortraitBooth, 0.26 at 50 steps FastComposer)",
-    )  # fmt: skip
+    gen.add_argument("--identity-start", type=float, help=pipeline_help("identity_start"))
     gen.add_argument(
         "--people-mode", choices=PEOPLE_MODES,
         help="several people: one-pass (one prompt, one UNet pass) or regions (MultiDiffusion); default: the identity model's",
@@ -112,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--overlap", type=float, default=0.1, help="several people: width of the soft border")
     gen.add_argument("--scene-weight", type=float, default=0.3, help="several people: weight of the scene prompt")
-    gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--height", type=int, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
-    gen.add_argument("--width", type=int, help="pixels, a multiple of 8 up to 2048 (default: the model's)")
+    gen.add_argument("--num-images", type=int, default=1, help=pipeline_help("num_images_per_prompt"))
+    gen.add_argument("--height", type=int, help=pipeline_help("height"))
+    gen.add_argument("--width", type=int, help=pipeline_help("width"))
     gen.add_argument("--seed", type=int, help="default: a random seed, printed")
     gen.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
     add_creative_arguments(gen)

@@ -257,7 +257,7 @@ class PortraitBoothPipeline(PortraitWeightsMixin, StableDiffusionPipeline):
             identity_start (`float`, *optional*):
                 Fraction of the steps that use the plain text condition before the face is added; higher values
                 follow the prompt more and the face less. Default: the identity model's (0 for PortraitBooth, as
-                the paper; FastComposer's demo α = 0.75 for FastComposer).
+                the paper; for FastComposer its demo's delayed conditioning, α = 0.75: 0.26 at 50 steps).
             negative_prompt (`str` or `List[str]`, *optional*):
                 What the unconditional branch steers away from (no face there).
             num_inference_steps (`int`, defaults to 50):

@@ -114,3 +114,44 @@ def test_overlapping_regions_share_their_pixels(tmp_path, capsys):
     assert "x 0.00–0.70" in lines[0] and "x 0.30–1.00" in lines[1]
     assert main([*args, "--region", "0.5,0,0.2,1", "--region", "0,0,1,1"]) == 2
     assert "x0<x1" in capsys.readouterr().err
+
+
+def _documented_example(prompt, height, width, **kwargs):
+    """Makes pictures.
+
+    Args:
+        prompt (`str` or `List[str]`):
+            The prompt; the identity word
+            receives the face.
+        height (`int`, *optional*), width (`int`, *optional*):
+            Size in pixels.
+        **kwargs:
+            Passed on.
+
+    Returns:
+        pictures (`list`): not a parameter.
+    """
+
+
+def test_docstring_arguments_are_read_per_parameter():
+    from portrait.docstrings import documented_args
+
+    assert documented_args(_documented_example) == {
+        "prompt": "The prompt; the identity word receives the face.",
+        "height": "Size in pixels.",
+        "width": "Size in pixels.",
+        "kwargs": "Passed on.",
+    }
+
+
+def test_cli_help_says_what_the_pipeline_docstring_says(capsys):
+    from portrait.cli import build_parser
+    from portrait.docstrings import documented_args
+    from portrait.pipeline import PortraitBoothPipeline
+
+    described = documented_args(PortraitBoothPipeline.__call__)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for parameter in ("identity_start", "negative_prompt", "guidance_scale", "num_inference_steps", "height"):
+        assert described[parameter] and described[parameter] in shown, parameter
