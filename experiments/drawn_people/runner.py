@@ -176,7 +176,7 @@ def run(out: Path, scale: Scale, seeds: int, workers: int, validation: bool = Fa
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="16×16 pictures, fewer people and steps, 3 seeds (≈3 minutes)"
+        "--quick", action="store_true", help="16×16 pictures, fewer people and steps, 3 seeds (≈11 minutes on 2 cores)"
     )
     parser.add_argument(
         "--seeds", type=positive_int, help=f"split seeds 0..N-1 (default {FULL.seeds}; --quick {QUICK.seeds})"
