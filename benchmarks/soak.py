@@ -220,7 +220,8 @@ def trend(points: list[tuple[float, float]]) -> tuple[float, float, float]:
         return 0.0, -math.inf, math.inf
     n, pairs = len(points), len(slopes)
     spread = 1.96 * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)  # Kendall's tau's standard deviation, in pairs
-    low, high = max(0, math.floor((pairs - spread) / 2)), min(pairs - 1, math.ceil((pairs + spread) / 2))
+    # Ranks (1-based) M1 = (pairs − spread) / 2 and M2 + 1 = (pairs + spread) / 2 + 1, rounded outwards; 0-based here.
+    low, high = max(0, math.floor((pairs - spread) / 2) - 1), min(pairs - 1, math.ceil((pairs + spread) / 2))
     return statistics.median(slopes) * 60, slopes[low] * 60, slopes[high] * 60
 
 

@@ -54,7 +54,8 @@ logger = logging.getLogger("portrait")
 
 def pipeline_help(parameter: str, more: str = "") -> str:
     """The help of an option that is a parameter of the pipeline: its docstring's words (`more` adds the CLI's)."""
-    text = documented_args(PortraitBoothPipeline.__call__)[parameter] + (f" {more}" if more else "")
+    described = documented_args(PortraitBoothPipeline.__call__).get(parameter, "")  # none under python -OO
+    text = " ".join(part for part in (described, more) if part)
     return text.replace("%", "%%")  # argparse formats help strings
 
 

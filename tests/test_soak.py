@@ -20,6 +20,9 @@ def test_the_trend_is_robust_to_one_stray_floor_and_honest_about_few_points():
     rising = [(15.0 * index, 1000.0 + index) for index in range(8)]  # 1 MB every 15 s
     assert trend(rising) == pytest.approx((4.0, 4.0, 4.0))
     assert trend(flat[:1])[1:] == (float("-inf"), float("inf"))
+    # y = i² MB at minute i, i = 0..9: the 45 pairwise slopes are i + j; their median is 9, and Sen's 95 % ranks
+    # (1-based 11 and 35 of 45) fall on the sums 6 and 12.
+    assert trend([(60.0 * i, float(i * i)) for i in range(10)]) == pytest.approx((9.0, 6.0, 12.0))
 
 
 @pytest.mark.slow

@@ -218,3 +218,14 @@ def test_training_the_fused_encoder_needs_one_named():
     """Without fusion_encoder, STEA fuses φ itself: training it would change the network that measures L_id."""
     with pytest.raises(OptionError, match="fusion_encoder"):
         TrainConfig(train_fusion_encoder=True)
+
+
+def test_a_checkpoint_from_before_the_fusion_encoder_rename_is_found(tmp_path):
+    """Checkpoints keep the trained fusion encoder in fusion_encoder/; older ones in identity_encoder/."""
+    from train.checkpoints import part_in_checkpoint
+
+    encoder = torch.nn.Linear(2, 2)  # neither STEA nor a UNet: the fusion encoder's folder
+    (tmp_path / "identity_encoder").mkdir()
+    assert part_in_checkpoint(tmp_path, encoder) == tmp_path / "identity_encoder"
+    (tmp_path / "fusion_encoder").mkdir()
+    assert part_in_checkpoint(tmp_path, encoder) == tmp_path / "fusion_encoder"

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from portrait.errors import DataError
 from portrait.files import atomic_path
-from portrait.portrait_weights import part_folder
+from portrait.portrait_weights import FUSION_FOLDER, fusion_folder, part_folder
 
 from .memory import has_lora, load_unet_lora, save_unet_lora
 from .parts import TrainedParts
@@ -89,10 +89,16 @@ def register_model_hooks(accelerator: Accelerator) -> None:
                 if has_lora(part):
                     load_unet_lora(part, Path(input_dir))
                 else:
-                    part.load_state_dict(load_file(Path(input_dir) / part_folder(part) / WEIGHTS_FILE))
+                    part.load_state_dict(load_file(part_in_checkpoint(Path(input_dir), part) / WEIGHTS_FILE))
 
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
+
+
+def part_in_checkpoint(checkpoint: Path, part) -> Path:
+    """Where a checkpoint keeps `part`; a fusion encoder saved before that folder had its name is still found."""
+    folder = checkpoint / part_folder(part)
+    return fusion_folder(checkpoint) if folder.name == FUSION_FOLDER else folder
 
 
 def save_part(model, folder: Path) -> None:

@@ -47,9 +47,10 @@ def map_large_blocks_on_their_own() -> None:
     libc = _libc()
     if libc is None:
         return
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+    tunables = os.environ.get("GLIBC_TUNABLES", "")  # the other way to set them; what the environment sets wins
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and "glibc.malloc.mmap_threshold" not in tunables:
         libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK)
-    if "MALLOC_ARENA_MAX" not in os.environ:
+    if "MALLOC_ARENA_MAX" not in os.environ and "glibc.malloc.arena_max" not in tunables:
         libc.mallopt(M_ARENA_MAX, ARENAS)
 
 
