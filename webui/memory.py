@@ -12,6 +12,7 @@ cannot return. Under the soak's traffic (benchmarks/soak.py) the memory glibc he
 mapped on their own (and two arenas) it stayed at 15-32 MB and the server's resident floor stopped
 rising. So the app sets both when this module is imported, before its threads allocate; a
 `MALLOC_MMAP_THRESHOLD_` or `MALLOC_ARENA_MAX` in the environment wins. Elsewhere than glibc this does nothing.
+The price: CPU generation at SD 1.5's size runs 1.31× slower (`python -m benchmarks.allocator`, README).
 """
 
 from __future__ import annotations
