@@ -301,26 +301,16 @@ def build_app(service: PortraitService, banner: str | None) -> gr.Blocks:
         ):
             upload.input(gpu(service.detect_face), upload, outputs, api_visibility="private", concurrency_id="faces")
 
+        def follow_changes(handler, inputs: list, output) -> None:
+            """`output` recomputed whenever one of `inputs` changes (cheap, so outside the queue)."""
+            gr.on([c.change for c in inputs], handler, inputs, output, queue=False, api_visibility="private")
+
         hint_inputs = inputs_for(service.identity_hint, dict(prompt=prompt, identity_word=identity_word, custom_word=custom_word,
                                                              expression=expression))  # fmt: skip
-        gr.on(
-            [c.change for c in hint_inputs],
-            service.identity_hint,
-            hint_inputs,
-            hint,
-            queue=False,
-            api_visibility="private",
-        )
+        follow_changes(service.identity_hint, hint_inputs, hint)
         region_inputs = inputs_for(service.regions, dict(split=split, aspect=pair_controls["aspect"], identity_word_a=word_a,
                                                          identity_word_b=word_b))  # fmt: skip
-        gr.on(
-            [c.change for c in region_inputs],
-            service.regions,
-            region_inputs,
-            regions,
-            queue=False,
-            api_visibility="private",
-        )
+        follow_changes(service.regions, region_inputs, regions)
         demo.load(service.regions, region_inputs, regions, queue=False, api_visibility="private")
 
         checks = SelfieChecks(service)

@@ -62,26 +62,14 @@ def places(tmp_path_factory, astronaut):
     return root
 
 
+GENERATE_TINY = ["-m", "portrait", "generate", "--tiny", "--face", "example:astronaut", "--prompt", "a man"]
 CASES = {
     "missing photo": (
         ["-m", "portrait", "generate", "--tiny", "--face", "{root}/nothere.jpg", "--prompt", "a man"],
         "No such image file",
     ),
     "output is a file": (
-        [
-            "-m",
-            "portrait",
-            "generate",
-            "--tiny",
-            "--face",
-            "example:astronaut",
-            "--prompt",
-            "a man",
-            "--steps",
-            "1",
-            "--out",
-            "{root}/a_file",
-        ],
+        [*GENERATE_TINY, "--steps", "1", "--out", "{root}/a_file"],
         "a file stands where a folder is needed",
     ),
     "missing base model": (
@@ -89,18 +77,7 @@ CASES = {
         "not in the Hugging Face cache",
     ),
     "no CUDA": (
-        [
-            "-m",
-            "portrait",
-            "generate",
-            "--tiny",
-            "--face",
-            "example:astronaut",
-            "--prompt",
-            "a man",
-            "--device",
-            "cuda",
-        ],
+        [*GENERATE_TINY, "--device", "cuda"],
         "no CUDA GPU",
     ),
     "bad number": (
