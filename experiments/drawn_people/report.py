@@ -7,7 +7,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .heldout import PAIR_MODES, seed_interval, sign_flip_p
-from .stages import ROWS
 from .world import EXPRESSIONS
 
 LABELS = {"untrained": "untrained (base, STEA zero)", "full": "full (STEA + DIP + ECAC)", "no_face": "no face feature (text only)",
@@ -26,18 +25,19 @@ def aggregate(per_seed: dict[int, dict], groups: tuple[str, ...], permutations: 
     seeds = sorted(per_seed)
     summary: dict = {"chance": {}, "rows": {}, "tests": {}, "pairs": {}}
     for group in groups:
-        rows = {name: [per_seed[s]["groups"][group][name] for s in seeds] for name in ROWS}
+        names = list(per_seed[seeds[0]]["groups"][group])  # the rows this scale judged, untrained first
+        rows = {name: [per_seed[s]["groups"][group][name] for s in seeds] for name in names}
         chances = [row["chance"] for row in rows["full"]]
         summary["chance"][group] = {
             key: round(float(np.mean([c[key] for c in chances])), 4) for key in ("identification", "word_only_ceiling", "expression_best_constant")
         } | {"face_area": round(float(np.mean([row["mask_area"] for row in rows["full"]])), 4)}  # fmt: skip
         summary["rows"][group] = {
-            name: {measure: _interval([row[measure] for row in rows[name]]) for measure in MEASURES} for name in ROWS
+            name: {measure: _interval([row[measure] for row in rows[name]]) for measure in MEASURES} for name in names
         }
         full = np.concatenate([row["per_person"]["id_acc"] for row in rows["full"]])
         ceiling = np.concatenate([c["word_only_ceiling_per_person"] for c in chances])
         tests = {"full_vs_word_only_ceiling": _test(full - ceiling, permutations)}
-        for name in ROWS:
+        for name in names:
             if name != "full":
                 other = np.concatenate([row["per_person"]["id_acc"] for row in rows[name]])
                 tests[f"full_vs_{name}"] = _test(full - other, permutations)
@@ -90,8 +90,7 @@ def markdown_tables(summary: dict, seeds: list[int], groups: tuple[str, ...]) ->
             "| expression-token attention in face | full − this run, identification (p over people) |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for name in ROWS:
-            row = rows[name]
+        for name, row in rows.items():
             test = tests.get(f"full_vs_{name}")
             versus = f"{test['difference']:+.2f} (p {test['p']:.2g})" if test else "–"
             lines.append(
@@ -111,8 +110,8 @@ def markdown_tables(summary: dict, seeds: list[int], groups: tuple[str, ...]) ->
             "|---|" + "---|" * len(seeds),
         ]
         lines += [
-            f"| {LABELS[name]} | " + " | ".join(f"{v:.2f}" for v in rows[name]["id_acc"]["per_seed"]) + " |"
-            for name in ROWS
+            f"| {LABELS[name]} | " + " | ".join(f"{v:.2f}" for v in row["id_acc"]["per_seed"]) + " |"
+            for name, row in rows.items()
         ]
         lines.append("")
     if summary["pairs"]:
@@ -136,16 +135,18 @@ def markdown_tables(summary: dict, seeds: list[int], groups: tuple[str, ...]) ->
 
 
 def picture_grid(people: list, examples: dict[str, dict], count: int = 6, scale: int = 3) -> Image.Image:
-    """Rows: (held-out person, asked expression); columns: the reference frame, then a run's first image."""
+    """Rows: (held-out person, asked expression); columns: the reference frame, then a run's first image
+    (the runs of GRID_COLUMNS that `examples` holds)."""
+    columns = {name: title for name, title in GRID_COLUMNS.items() if name in examples}
     size = people[0].frame.shape[-1] * max(scale, 96 // people[0].frame.shape[-1])
     label = 14
     chosen = [
         (person, expression) for person in people for expression in EXPRESSIONS if expression != person.expression
     ]
     chosen = chosen[:: max(1, len(chosen) // count)][:count]
-    grid = Image.new("RGB", ((len(GRID_COLUMNS) + 1) * size, label + len(chosen) * size), "white")
+    grid = Image.new("RGB", ((len(columns) + 1) * size, label + len(chosen) * size), "white")
     draw = ImageDraw.Draw(grid)
-    for column, title in enumerate(("held-out reference", *GRID_COLUMNS.values())):
+    for column, title in enumerate(("held-out reference", *columns.values())):
         draw.text((column * size + 2, 1), title, fill="black")
     for row, (person, expression) in enumerate(chosen):
         top = label + row * size
@@ -154,7 +155,7 @@ def picture_grid(people: list, examples: dict[str, dict], count: int = 6, scale:
         draw.text(
             (2, top + 2), f"{person.expression} -> {expression}", fill="white", stroke_width=1, stroke_fill="black"
         )
-        for column, name in enumerate(GRID_COLUMNS, start=1):
+        for column, name in enumerate(columns, start=1):
             image = Image.fromarray(examples[name][(str(person.index), expression)])
             grid.paste(image.resize((size, size), Image.NEAREST), (column * size, top))
     return grid

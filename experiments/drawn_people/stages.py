@@ -63,6 +63,12 @@ class Scale:
     run_steps: int
     evaluation: EvalSettings
     seeds: int  # split seeds when --seeds is not given
+    runs: tuple[str, ...] = RUNS  # the runs trained from the base (the quick scale: full and no_face only)
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """Every row judged: the untrained base, then the runs."""
+        return ("untrained", *self.runs)
 
 
 def run_overrides(name: str) -> dict:
@@ -278,7 +284,8 @@ class Experiment:
                 reading_accuracy(reader, held["frames"], held["traits"], held["expression"]), 4
             ),
             "groups": {
-                group: {name: read(self.out / "eval" / group / f"{name}.json") for name in ROWS} for group in groups
+                group: {name: read(self.out / "eval" / group / f"{name}.json") for name in self.scale.rows}
+                for group in groups
             },
             "pairs": {mode: read(self.out / "eval" / "pairs" / f"{mode}.json") for mode in PAIR_MODES} if pairs else {},
         }
