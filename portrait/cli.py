@@ -307,7 +307,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
             word = placed.text[slice(*placed.identity_span)]
             print(f"face {index} ({', '.join(sources)}) → {word!r} at characters {placed.identity_span}, {place}")
     images, detailer_notes = result.images, ["off"] * len(seeds)
-    if args.detailer and not args.demo:  # the demo's 32×32 cartoons hold no face a photo detector finds
+    if args.detailer and not args.demo:  # the demo's 16×16 cartoons hold no face a photo detector finds
         images, detailer_notes = detail_images(
             pipe, images, seeds, result.prompts, faces, result.regions, negative_prompt=negative_prompt,
             num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -315,7 +315,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         for image_seed, note in zip(seeds, detailer_notes):
             print(f"seed {image_seed}: {note}")
     if args.demo:
-        images = [enlarged(image) for image in images]  # the demo draws 32×32
+        images = [enlarged(image) for image in images]  # the demo draws 16×16
     prompt = result.prompts[0]
     if prompt.notice:
         print(prompt.notice)

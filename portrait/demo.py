@@ -33,7 +33,7 @@ PHOTO_NOTE = (
     "The demo model knows drawn people only: for a real photo, install Stable Diffusion 1.5 and "
     "PortraitBooth weights (README, 'Weights')."
 )
-SHOWN_SIDE = 256  # pictures are shown this large: the model draws 16×16 or 32×32
+SHOWN_SIDE = 256  # pictures are shown this large: the model draws 16×16
 
 
 @dataclass(frozen=True)

@@ -242,5 +242,5 @@ def identity_model_line(pipe: PortraitBoothPipeline, source: ModelSource | None 
 
 def demo_settings() -> dict:
     """What the offline demo changes in a `ModelSource`: its model, and no safety checker, since SD 1.5's
-    comes with the SD download this mode exists without and the model draws only 32×32 cartoon faces."""
+    comes with the SD download this mode exists without and the model draws only 16×16 cartoon faces."""
     return dict(base=str(DEMO_MODEL), portrait_weights=None, safety_checker=False)

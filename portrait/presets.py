@@ -3,7 +3,7 @@
 - `tiny`: every component with the real architecture at toy size; runs on a CPU in seconds. Images it
   makes are noise: it exists so that the engine, the app, training and evaluation run and are tested
   where no weights are.
-- `drawn`: the tiny architectures for 32×32 pictures (a VAE that halves the size twice, so the UNet
+- `drawn`: the tiny architectures for 16×16 or 32×32 pictures (a VAE that halves the size twice, so the UNet
   still works on 8×8 latents): the CPU-scale learning experiment (experiments/drawn_people/) trains
   them on drawn people, and the offline demo loads what it trained.
 - `sd15`: Stable Diffusion 1.5's exact architectures (and CurricularFace IR-101) with random weights:

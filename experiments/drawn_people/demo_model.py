@@ -1,14 +1,15 @@
-"""The offline demo's model: the experiment's `full` run, exported to assets/demo/ for the app and the CLI.
+"""The offline demo's model: the experiment's `full` run of split seed 0, exported to assets/demo/ for the app and the CLI.
 
-    python -m experiments.drawn_people.demo_model [--out out/demo-model] [--assets assets/demo]
+    python -m experiments.drawn_people.demo_model [--quick] [--out DIR] [--assets assets/demo]
 
-Trains what the experiment (runner.py) trains for its `full` row, with the runner's own stages, at the
-demo's scale: the full scale's recipe at 32×32 pictures (legible when shown large; the 5-seed experiment
-runs 16×16, as a 32×32 step costs ~8× more), with its earlier, longer schedules, one seed: drawn people, the stand-ins (VAE, φ) and the text-only base on training
-people, the measurer, then the full run (STEA + DIP + ECAC) from that base. Stages already done in OUT
-are kept. On a shared machine, run it with OMP_NUM_THREADS=1: models this small lose to thread contention.
+DIR is the experiment's own folder for seed 0 (default out/drawn-people/seed-0, what
+`python -m experiments.drawn_people` makes), claimed with the runner's fingerprint: a finished full run
+is exported as it is, with no training; otherwise the runner's stages for seed 0 run there up to its
+`full` run and its measurer (drawn people, the stand-ins (VAE, φ) and the text-only base on training
+people, the measurer, then the full run: STEA + DIP + ECAC), and the experiment later finds them done.
+On a shared machine, run it with OMP_NUM_THREADS=1: models this small lose to thread contention.
 Then it writes ASSETS: `model/` (a saved PortraitBooth pipeline: the trained VAE, φ, UNet and STEA,
-the preset's random text encoder), `people/` (the held-out people, who no training step has seen:
+the preset's random text encoder), `people/` (the seed's test people, who no training step has seen:
 each person's reference frame and its aligned crop), `measurer.safetensors` (the trait reader, which
 saw training people only), and `demo.json`, which records how all of it was made.
 """
@@ -36,10 +37,8 @@ from portrait.exits import run as run_command
 from portrait.files import atomic_path, write_text
 from portrait.pipeline import PortraitBoothPipeline
 
-from .heldout import EvalSettings
-from .runner import QUICK
+from .runner import FULL, QUICK, claim, fingerprint
 from .stages import RECIPE, Experiment, Scale
-from .standins import Schedule
 from .workers import Stages, quiet
 from .world import TRAITS, DrawnPeopleConfig, draw_frame, split_people
 
@@ -48,17 +47,6 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 SEED = 0  # the split seed whose `full` run the demo serves
-DEMO = Scale(
-    people=DrawnPeopleConfig(size=32, train_people=200, frames_per_person=8),
-    autoencoder=Schedule(1200, 3e-3),
-    recognizer=Schedule(400, 3e-3),
-    measurer=Schedule(1500, 3e-3),
-    base_steps=1500,
-    run_steps=1800,
-    evaluation=EvalSettings(images_per_prompt=2, steps=50, pair_images=2),
-    seeds=1,
-    runs=("full",),
-)
 REFERENCE_EXPRESSION = "neutral"  # what the example people's reference pictures show
 
 
@@ -76,10 +64,11 @@ def code_version() -> dict:
 
 
 def train_full(out: Path, scale: Scale, workers: int) -> dict[str, float]:
-    """The full experiment's stages up to its `full` run and its measurer; seconds per stage.
+    """The experiment's stages for seed 0 up to its `full` run and its measurer; seconds per stage.
 
-    The code version is recorded when training starts (out/code_version.json), kept when it resumes."""
-    out.mkdir(parents=True, exist_ok=True)
+    OUT is claimed as the runner claims a seed folder (kept when its fingerprint matches, else rerun); the
+    code version is recorded when training starts (out/code_version.json), kept when it resumes."""
+    claim(out, fingerprint(scale, SEED))
     if not (out / "code_version.json").is_file():
         write_text(out / "code_version.json", json.dumps(code_version(), indent=1))
     experiment = Experiment(out, scale, SEED)
@@ -103,11 +92,12 @@ def export(out: Path, assets: Path, scale: Scale, seconds: dict[str, float]) -> 
     write_example_people(assets, experiment.people)
     files = sorted(path for path in assets.rglob("*") if path.is_file() and path.suffix in (".safetensors", ".png"))
     record = {
-        "what": f"the drawn-people experiment's `full` model (STEA + DIP + ECAC) at the {'quick' if scale == QUICK else 'demo'} "
-        "scale, one seed, trained on a CPU",
-        "command": f"OMP_NUM_THREADS=1 {PROG} --out {out}{' --quick' if scale == QUICK else ''}",
+        "what": f"the drawn-people experiment's `full` model (STEA + DIP + ECAC) at its {'quick' if scale == QUICK else 'full'} "
+        f"scale, split seed {SEED}, trained on a CPU",
+        "command": f"OMP_NUM_THREADS=1 {PROG}{' --quick' if scale == QUICK else ''}",
         "seed": SEED,
         "code_version": json.loads((out / "code_version.json").read_text()),
+        "fingerprint": json.loads((out / "fingerprint.json").read_text()),
         "recipe": yaml.safe_load(RECIPE.read_text()),
         "scale": json.loads(json.dumps(dataclasses.asdict(scale))),
         "stages_seconds": seconds,
@@ -152,17 +142,17 @@ def sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the experiment's quick scale (fewer people and steps)")
     parser.add_argument(
-        "--quick", action="store_true", help="the experiment's quick scale (16×16 pictures, fewer steps)"
+        "--out", type=Path, help="the experiment's seed-0 folder (default out/drawn-people[-quick]/seed-0)"
     )
-    parser.add_argument("--out", type=Path, help="where the stages keep their results (default out/demo-model[-quick])")
     parser.add_argument("--assets", type=Path, default=REPOSITORY / "assets" / "demo", help="where the demo's files go")
     parser.add_argument("--workers", type=int, default=2, help="the full run and the measurer trained side by side")
     parser.add_argument("--train-only", action="store_true", help="stop before writing ASSETS")
     args = parser.parse_args(argv)
     quiet()
-    scale = QUICK if args.quick else DEMO
-    out = args.out or Path("out") / ("demo-model-quick" if args.quick else "demo-model")
+    scale = QUICK if args.quick else FULL
+    out = args.out or Path("out") / ("drawn-people-quick" if args.quick else "drawn-people") / f"seed-{SEED}"
     seconds = train_full(out, scale, args.workers)
     print(json.dumps(seconds))
     if not args.train_only:

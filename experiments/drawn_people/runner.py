@@ -62,8 +62,8 @@ __all__ = ["FULL", "QUICK", "RECIPE", "ROWS", "RUNS", "PROG", "claim", "fingerpr
 PROG = "python -m experiments.drawn_people"
 CODE = ("experiments/drawn_people", "train", "portrait")  # the code whose version every result records
 
-# 16×16 pictures: a 32×32 step costs ~8× one at 16×16 on these CPUs, so five 32×32 seeds would take ~7 hours on 2
-# cores. The full scale differs from the quick one in the evidence (5 seeds, 10 people per group, 50 Euler steps,
+# 16×16 pictures: a 32×32 training step costs ~2.5× one at 16×16 on these CPUs (~0.22 s against ~0.09 s, one
+# thread), so five 32×32 seeds would take ~2 hours on 2 cores. The full scale differs from the quick one in the evidence (5 seeds, 10 people per group, 50 Euler steps,
 # every row, pairs) and in training (twice the people, twice the run steps), not in the picture size.
 FULL = Scale(
     people=DrawnPeopleConfig(size=16, train_people=200, frames_per_person=8),

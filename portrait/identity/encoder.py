@@ -45,7 +45,7 @@ IDENTITY_ENCODERS = {
     "arcface_ir_se50": EncoderPreset((3, 4, 14, 3), se=True, weights=ARCFACE),
     # Random weights, for tests and the CPU preset: the real architecture at a fraction of the width.
     "tiny": EncoderPreset((1, 1, 1, 1), stage_channels=(8, 8, 16, 16), embedding_dim=32),
-    # The learning experiment's φ: its faces are ~20 pixels tall, so a 32×32 crop holds all a 112×112 one would.
+    # The learning experiment's φ: its faces are at most ~20 pixels tall, so a 32×32 crop holds all a 112×112 one would.
     "drawn": EncoderPreset((1, 1, 1, 1), stage_channels=(16, 16, 32, 32), embedding_dim=32, input_size=32),
 }
 
