@@ -140,7 +140,7 @@ def test_the_written_set_loads_through_the_training_reader(written):
     config = TrainConfig.load(RECIPE, unconditional_fraction=0.0, text_only_fraction=0.0)
     tokenizer = tiny_tokenizer(16)
     item = PortraitDataset(sets["train"], tokenizer, config)[Draw(0, 1)]
-    assert item["pixel_values"].shape == (3, 32, 32) and item["reference"].shape == (3, 112, 112)
+    assert item["pixel_values"].shape == (3, 16, 16) and item["reference"].shape == (3, 112, 112)
     tokens = tokenizer.convert_ids_to_tokens(item["input_ids"].tolist())
     assert tokens[int(item["identity_token"])].removesuffix("</w>") in ("man", "woman")
     assert tokens[int(item["expression_token"])].removesuffix("</w>") in EXPRESSIONS

@@ -151,10 +151,14 @@ def test_a_changed_recipe_reruns_and_a_foreign_folder_is_refused(tmp_path, monke
     (folder / "measurer.safetensors").write_text("a result")
     runner.claim(folder, runner.fingerprint(runner.QUICK, 0))  # same recipe, code and settings: kept
     assert (folder / "measurer.safetensors").is_file()
+    assert len(json.loads((folder / "code_version.json").read_text())["commit"]) == 40  # the commit that made it
     changed = tmp_path / "recipe.yaml"
     changed.write_text(runner.RECIPE.read_text().replace("learning_rate: 2.0e-3", "learning_rate: 1.0e-3"))
     monkeypatch.setattr(runner, "RECIPE", changed)
     assert runner.fingerprint(runner.QUICK, 0) != stamp
+    with pytest.raises(OptionError, match="made by another recipe"):  # the demo's export refuses, keeps the runs
+        runner.claim(folder, runner.fingerprint(runner.QUICK, 0), rerun_stale=False)
+    assert (folder / "measurer.safetensors").is_file()
     runner.claim(folder, runner.fingerprint(runner.QUICK, 0))  # another recipe: the old results go
     assert not (folder / "measurer.safetensors").exists()
     assert json.loads((folder / "fingerprint.json").read_text()) == runner.fingerprint(runner.QUICK, 0)

@@ -19,20 +19,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import platform
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import diffusers
 import numpy as np
-import torch
 import yaml
 from diffusers import EulerDiscreteScheduler
 
-from portrait.exits import CommandParser
+from portrait.exits import CommandParser, positive_int
 from portrait.exits import run as run_command
 from portrait.files import atomic_path, write_text
 from portrait.pipeline import PortraitBoothPipeline
@@ -50,35 +45,23 @@ SEED = 0  # the split seed whose `full` run the demo serves
 REFERENCE_EXPRESSION = "neutral"  # what the example people's reference pictures show
 
 
-def code_version() -> dict:
-    """The commit this code is at, and the files that differ from it."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPOSITORY, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted": git("status", "--porcelain").splitlines(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}  # fmt: skip
+def default_out(scale: Scale) -> Path:
+    """The experiment's own seed-0 folder, where `python -m experiments.drawn_people` trains it."""
+    return Path("out") / ("drawn-people-quick" if scale == QUICK else "drawn-people") / f"seed-{SEED}"
 
 
 def train_full(out: Path, scale: Scale, workers: int) -> dict[str, float]:
-    """The experiment's stages for seed 0 up to its `full` run and its measurer; seconds per stage.
+    """The experiment's stages for seed 0 up to its `full` run and its measurer; seconds per stage as they ran.
 
-    OUT is claimed as the runner claims a seed folder (kept when its fingerprint matches, else rerun); the
-    code version is recorded when training starts (out/code_version.json), kept when it resumes."""
-    claim(out, fingerprint(scale, SEED))
-    if not (out / "code_version.json").is_file():
-        write_text(out / "code_version.json", json.dumps(code_version(), indent=1))
+    OUT is claimed as the runner claims a seed folder, except that one made by other code is refused, not
+    emptied: it may hold the experiment's other runs and evaluations."""
+    claim(out, fingerprint(scale, SEED), rerun_stale=False)
     experiment = Experiment(out, scale, SEED)
     with Stages(workers) as stages:  # the runner's stages for one seed, up to its `full` run and its measurer
         stages.here(experiment, "prepare")
         stages.side_by_side(experiment, [("train_run", ("full",)), ("measurer", ())])
-    record = out / "stage_seconds.json"  # a stage's time when it ran; later calls find it done in no time
-    seconds = {**stages.seconds, **(json.loads(record.read_text()) if record.is_file() else {})}
-    write_text(record, json.dumps(seconds))
-    return seconds
+    record = out / "stage_seconds.json"  # written by the stages that ran, here or in the experiment
+    return json.loads(record.read_text()) if record.is_file() else {}
 
 
 def export(out: Path, assets: Path, scale: Scale, seconds: dict[str, float]) -> None:
@@ -94,7 +77,8 @@ def export(out: Path, assets: Path, scale: Scale, seconds: dict[str, float]) -> 
     record = {
         "what": f"the drawn-people experiment's `full` model (STEA + DIP + ECAC) at its {'quick' if scale == QUICK else 'full'} "
         f"scale, split seed {SEED}, trained on a CPU",
-        "command": f"OMP_NUM_THREADS=1 {PROG}{' --quick' if scale == QUICK else ''}",
+        "command": f"OMP_NUM_THREADS=1 {PROG}{' --quick' if scale == QUICK else ''}"
+        + ("" if out == default_out(scale) else f" --out {out}"),
         "seed": SEED,
         "code_version": json.loads((out / "code_version.json").read_text()),
         "fingerprint": json.loads((out / "fingerprint.json").read_text()),
@@ -147,12 +131,14 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, help="the experiment's seed-0 folder (default out/drawn-people[-quick]/seed-0)"
     )
     parser.add_argument("--assets", type=Path, default=REPOSITORY / "assets" / "demo", help="where the demo's files go")
-    parser.add_argument("--workers", type=int, default=2, help="the full run and the measurer trained side by side")
+    parser.add_argument(
+        "--workers", type=positive_int, default=2, help="the full run and the measurer trained side by side"
+    )
     parser.add_argument("--train-only", action="store_true", help="stop before writing ASSETS")
     args = parser.parse_args(argv)
     quiet()
     scale = QUICK if args.quick else FULL
-    out = args.out or Path("out") / ("drawn-people-quick" if args.quick else "drawn-people") / f"seed-{SEED}"
+    out = args.out or default_out(scale)
     seconds = train_full(out, scale, args.workers)
     print(json.dumps(seconds))
     if not args.train_only:

@@ -137,7 +137,7 @@ def markdown_tables(summary: dict, seeds: list[int], groups: tuple[str, ...]) ->
 def picture_grid(people: list, examples: dict[str, dict], count: int = 6, scale: int = 3) -> Image.Image:
     """Rows: (held-out person, asked expression); columns: the reference frame, then a run's first image
     (the runs of GRID_COLUMNS that `examples` holds)."""
-    columns = {name: title for name, title in GRID_COLUMNS.items() if name in examples}
+    columns = {name: GRID_COLUMNS[name] for name in examples}
     size = people[0].frame.shape[-1] * max(scale, 96 // people[0].frame.shape[-1])
     label = 14
     chosen = [

@@ -37,7 +37,9 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -63,8 +65,9 @@ PROG = "python -m experiments.drawn_people"
 CODE = ("experiments/drawn_people", "train", "portrait")  # the code whose version every result records
 
 # 16×16 pictures: a 32×32 training step costs ~2.5× one at 16×16 on these CPUs (~0.22 s against ~0.09 s, one
-# thread), so five 32×32 seeds would take ~2 hours on 2 cores. The full scale differs from the quick one in the evidence (5 seeds, 10 people per group, 50 Euler steps,
-# every row, pairs) and in training (twice the people, twice the run steps), not in the picture size.
+# thread), so five 32×32 seeds would take ~2 hours on 2 cores. The full scale differs from the quick one in the
+# evidence (5 seeds, 10 people per group, 50 Euler steps, every row, pairs) and in training (twice the people,
+# twice the run steps), not in the picture size.
 FULL = Scale(
     people=DrawnPeopleConfig(size=16, train_people=200, frames_per_person=8),
     autoencoder=Schedule(500, 3e-3),
@@ -108,12 +111,29 @@ def fingerprint(scale: Scale, seed: int) -> dict:
             "torch": torch.__version__, "diffusers": diffusers.__version__}  # fmt: skip
 
 
-def claim(folder: Path, stamp: dict) -> None:
-    """Make `folder` hold results of `stamp` only: kept when its fingerprint matches, else emptied and rerun."""
+def code_version() -> dict:
+    """The commit the code is at, the files that differ from it, and when and where a seed folder was started."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": git("status", "--porcelain").splitlines(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores"}  # fmt: skip
+
+
+def claim(folder: Path, stamp: dict, rerun_stale: bool = True) -> None:
+    """Make `folder` hold results of `stamp` only: kept when its fingerprint matches, else emptied and rerun
+    (or, with `rerun_stale=False`, refused). A new folder records its fingerprint and code_version.json."""
     record = folder / "fingerprint.json"
     if record.is_file():
         if json.loads(record.read_text()) == stamp:
             return
+        if not rerun_stale:
+            raise OptionError(
+                f"{folder} was made by another recipe, settings or code (its fingerprint.json): "
+                f"run `{PROG}` again, or choose another --out"
+            )
         logging.info("%s was made by another recipe, settings or code: rerunning it", folder)
         shutil.rmtree(folder)
     elif folder.is_dir() and any(folder.iterdir()):
@@ -121,6 +141,7 @@ def claim(folder: Path, stamp: dict) -> None:
             f"{folder} holds files without a fingerprint.json, not made by this experiment; choose another --out"
         )
     folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "code_version.json", json.dumps(code_version(), indent=1))
     write_text(record, json.dumps(stamp, indent=1))
 
 

@@ -65,6 +65,10 @@ class Scale:
     seeds: int  # split seeds when --seeds is not given
     runs: tuple[str, ...] = RUNS  # the runs trained from the base (the quick scale: full and no_face only)
 
+    def __post_init__(self) -> None:
+        if "full" not in self.runs or not set(self.runs) <= set(RUNS):
+            raise ValueError(f"runs {self.runs}: `full` and only these are known: {RUNS}")
+
     @property
     def rows(self) -> tuple[str, ...]:
         """Every row judged: the untrained base, then the runs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -10,6 +11,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 from diffusers.utils import logging as diffusers_logging
+
+from portrait.files import write_text
 
 from .stages import Experiment
 
@@ -73,9 +76,13 @@ class Stages:
 
     def _record(self, experiment: Experiment, method: str, args: tuple, outcome: tuple[str | None, float]) -> None:
         message, elapsed = outcome
-        if message:
+        key = "_".join((f"seed{experiment.seed}", method, *map(str, args)))
+        self.seconds[key] = elapsed
+        if message:  # it ran (a stage found done says nothing): its time is kept with its results
             logging.info("%s (%.0f s)", message, elapsed)
-        self.seconds["_".join((f"seed{experiment.seed}", method, *map(str, args)))] = elapsed
+            record = experiment.out / "stage_seconds.json"
+            earlier = json.loads(record.read_text()) if record.is_file() else {}
+            write_text(record, json.dumps({**earlier, key: elapsed}, indent=1))
 
 
 def quiet() -> None:
